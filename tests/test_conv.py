@@ -457,3 +457,31 @@ def test_depthwise_bad_inputs():
     layer(tf.zeros((1, 6, 6, 3)))
     with pytest.raises(ValueError, match=_err("DepthwiseConv2D 'dwin'") + r"expected 3 input channels \(fixed at first call\), got 2"):
         layer(tf.zeros((1, 6, 6, 2)))
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, pairs, want",
+    [
+        (8, 3, 2, (0, 1), "SAME"),   # what SAME pads for an even input at stride 2
+        (8, 3, 2, (1, 1), "pad"),    # PyTorch-style symmetric padding: not SAME here
+        (9, 3, 2, (1, 1), "SAME"),   # ... but it is for an odd input
+        (8, 1, 2, (0, 0), "VALID"),  # a ResNet 1x1 projection
+        (8, 5, 1, (2, 2), "SAME"),
+        (8, 3, 1, (2, 0), "pad"),
+    ],
+)
+def test_explicit_padding_runs_as_builtin_padding_with_identical_results(size, kernel, stride, pairs, want):
+    from lamina.layers._utils import builtin_padding
+
+    x = tf.constant(np.random.RandomState(0).randn(2, size, size, 3).astype(np.float32))
+    w = tf.constant(np.random.RandomState(1).randn(kernel, kernel, 3, 4).astype(np.float32))
+    padding, xp = builtin_padding(x, [pairs, pairs], (kernel, kernel), (stride, stride), (1, 1))
+    assert padding == ("VALID" if want == "pad" else want)
+    assert (xp is x) == (want != "pad")
+    got = tf.nn.conv2d(xp, w, stride, padding)
+    ref = tf.nn.conv2d(x, w, stride, [[0, 0], list(pairs), list(pairs), [0, 0]])  # the op's own explicit padding
+    assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    layer = lm.Conv2D(4, kernel, strides=stride, padding=[pairs, pairs], use_bias=False)
+    layer(x)
+    layer.weights.assign(w)
+    assert_close(layer(x), ref, atol=1e-5, rtol=1e-5)

@@ -388,3 +388,37 @@ def test_groupnorm_errors():
     ok(tf.zeros([2, 6, 5]))
     with pytest.raises(ValueError, match=r"GroupNorm 'gn3': expected 6 channels \(fixed at first call\), got 5"):
         ok(tf.zeros([2, 5, 6]))
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_batchnorm_fused_kernel_equals_composite_ops(data_format):
+    """Rank-4 float32 training runs one FusedBatchNormV3; it must equal the element-wise path."""
+    shape = (6, 5, 4, 7) if data_format == "channels_last" else (6, 7, 5, 4)
+    x = tf.constant(_rand(*shape, seed=3, loc=2.0, scale=3.0))
+    up = _rand(*shape, seed=4)
+    bn = lm.BatchNorm(data_format=data_format, momentum=0.9)
+    bn(x, training=False)
+    bn.scale.assign(_rand(7, seed=5))
+    bn.offset.assign(_rand(7, seed=6))
+
+    graph = tf.function(lambda t: bn(t, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+    def run():
+        bn.moving_mean.assign(tf.zeros([7]))
+        bn.moving_variance.assign(tf.ones([7]))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(bn(x, training=True) * up)
+        grads = tape.gradient(loss, [x, bn.scale, bn.offset])
+        return [loss] + grads + [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+
+    fused = run()
+    bn._fused_train = lambda t: None  # force the composite path on this instance
+    composite = run()
+    for a, b in zip(fused, composite):
+        assert_close(a, b, atol=1e-4, rtol=1e-5)
+    # The kernel returns the unbiased variance; the moving variance folds in the biased one (documented).
+    axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)
+    want = 0.1 * np.var(x.numpy(), axis=axes) + 0.9
+    assert_close(fused[-1], want, atol=1e-5, rtol=1e-5)

@@ -530,3 +530,28 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
         assert r["slot_types"] == ["MirroredVariable"] and r["n_slots"] in (1, 2)
         assert r["iterations"] == 4
     assert out["outside_error"] and "strategy.scope()" in out["outside_error"]
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_adam_fused_kernel_equals_composite_ops(dtype):
+    """Plain Adam runs ResourceApplyAdam per variable; it must equal the element-wise update."""
+    rng = np.random.RandomState(0)
+    w0 = rng.randn(5, 3)
+    grads = [rng.randn(5, 3) * (i + 1) for i in range(6)]
+
+    def run(fuse):
+        opt = optim.Adam(schedules.Cosine(0.05, total_steps=6, warmup_steps=2), epsilon=1e-3)
+        if not fuse:
+            opt._can_fuse = lambda var, grad: False
+        v = tf.Variable(w0, dtype=dtype)
+        step = tf.function(lambda g: opt.apply([g], [v]))
+        for g in grads:
+            step(tf.constant(g, dtype))
+        ops = {op.type for op in step.get_concrete_function(tf.constant(grads[0], dtype)).graph.get_operations()}
+        return v.numpy(), ops
+
+    fused, fused_ops = run(True)
+    composite, composite_ops = run(False)
+    assert "ResourceApplyAdam" in fused_ops and "ResourceApplyAdam" not in composite_ops
+    assert np.abs(fused - w0).max() > 1e-2
+    assert_close(fused, composite, atol=1e-6 if dtype == tf.float32 else 1e-12, rtol=1e-5)

@@ -211,3 +211,22 @@ def test_bad_arguments():
         _trainer(precision="float8")
     with pytest.raises(ValueError, match="epochs"):
         _trainer().fit(_ds(), epochs=0)
+
+
+def test_step_runs_the_concrete_function_and_rejects_mismatched_batches():
+    t = _trainer(seed=0)
+    x, y = _data(32)
+    first = t.train_step(tf.constant(x[:16]), tf.constant(y[:16]))
+    assert t._train_concrete is not None  # later tensor batches skip tf.function's argument binding
+    calls = []
+    concrete = t._train_concrete
+    t._train_concrete = lambda *a: calls.append(1) or concrete(*a)
+    t.train_step(tf.constant(x[16:20]), tf.constant(y[16:20]))  # another batch size: same concrete function
+    t.train_step(x[:8], y[:8])  # NumPy goes through the tf.function, which converts it
+    assert calls == [1]
+    assert np.isfinite(first.numpy())
+    with pytest.raises(ValueError, match=r"Trainer: the training step was compiled for .*\(None, 6, 6, 2\) float32.*"
+                                         r"got \[\(4, 6, 6, 3\) float32"):
+        t.train_step(tf.zeros([4, 6, 6, 3]), tf.zeros([4], tf.int32))
+    with pytest.raises(ValueError, match=r"got \[\(4, 6, 6, 2\) float64, \(4,\) int32\]"):
+        t.train_step(tf.zeros([4, 6, 6, 2], tf.float64), tf.zeros([4], tf.int32))

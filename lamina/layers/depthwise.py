@@ -15,8 +15,8 @@ from lamina import initializers
 from lamina.layers._utils import (
     IntOrSeq,
     Padding,
+    builtin_padding,
     cast_like,
-    channels_last_padding,
     check_strides_dilation,
     from_data_format,
     normalize_tuple,
@@ -126,7 +126,7 @@ class DepthwiseConv2D(_ConvLayer):
         x = from_data_format(x, 2, self.data_format)
         padding = self.padding
         if not isinstance(padding, str):
-            padding = channels_last_padding(padding)
+            padding, x = builtin_padding(x, padding, self.kernel_size, self.strides, self.dilation)
         y = tf.nn.depthwise_conv2d(
             x, cast_like(self.weights, x), strides=(1, *self.strides, 1), padding=padding,
             dilations=self.dilation,

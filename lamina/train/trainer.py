@@ -190,6 +190,8 @@ class Trainer:
             self._last_finite = tf.Variable(True, trainable=False, name="last_step_finite")
         self._accum: Optional[List[tf.Variable]] = None
         self._train_fn: Optional[Callable] = None
+        self._train_concrete: Optional[Callable] = None
+        self._train_specs: List[tf.TensorSpec] = []
         self._eval_fn: Optional[Callable] = None
         self._predict_fn: Optional[Callable] = None
         self._ckpt: Optional[tf.train.Checkpoint] = None
@@ -353,10 +355,42 @@ class Trainer:
         # is what a one-device MirroredStrategy's datasets yield).
         if self.strategy is not None and host_batch and self.num_replicas > 1:
             x, y = self._distribute_batch(x, y)
-        loss = self._train_fn(x, y)
+        loss = self._call_train_fn(x, y)
         if self.check_numerics and not bool(self._last_finite.numpy()):
             raise TrainingError(self._explain_non_finite(x))
         return loss
+
+    def _call_train_fn(self, x: Any, y: Any) -> tf.Tensor:
+        """Runs the step function; with a full input signature, its one concrete function directly.
+
+        Calling the concrete function skips ``tf.function``'s per-call argument
+        binding (~0.1-0.2 ms, 5-7% of a small model's step). A concrete function
+        does not check shapes itself, so every input is checked against the
+        signature here; anything that does not match (or is not a tensor) goes
+        through the ``tf.function``, which converts it or raises its clear error.
+        """
+        if self._train_concrete is None and getattr(self._train_fn, "input_signature", None) is not None:
+            self._train_concrete = self._train_fn.get_concrete_function()
+            self._train_specs = tf.nest.flatten(self._train_fn.input_signature)
+        if self._train_concrete is not None:
+            flat = tf.nest.flatten((x, y))
+            if len(flat) == len(self._train_specs) and all(
+                isinstance(t, tf.Tensor) and spec.is_compatible_with(t) for t, spec in zip(flat, self._train_specs)
+            ):
+                return self._train_concrete(x, y)
+        try:
+            return self._train_fn(x, y)
+        except TypeError as e:
+            if not self._train_specs or "Binding inputs" not in str(e):
+                raise
+            def describe(t: Any) -> str:
+                return f"{tuple(t.shape)} {tf.as_dtype(t.dtype).name}" if hasattr(t, "shape") else type(t).__name__
+            expected = ", ".join(f"{tuple(s.shape)} {s.dtype.name}" for s in self._train_specs)
+            got = ", ".join(describe(t) for t in tf.nest.flatten((x, y)))
+            raise ValueError(
+                f"Trainer: the training step was compiled for (inputs, labels) of shape/dtype [{expected}] "
+                f"(fixed at the first batch; None = any batch size), got [{got}]"
+            ) from None
 
     def _distribute_batch(self, x: Any, y: Any) -> Any:
         ds = tf.data.Dataset.from_tensors((x, y))
