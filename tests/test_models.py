@@ -390,3 +390,28 @@ def test_resnet_traces_with_unknown_batch_and_errors():
         ResNet(stem="tiny")
     with pytest.raises(ValueError, match="ResNet 'resnet'.*rank 4"):
         model(tf.zeros((2, 16, 16)))
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_convnet_half_precision_activation_after_pool_is_exact(dtype):
+    """In half precision the blocks apply ReLU after the max-pool; function and gradients are unchanged."""
+    model = ConvNet(10, widths=(8, 16), hidden=32)
+    x = tf.cast(tf.random.stateless_normal([4, 12, 12, 1], seed=[1, 2]), dtype)
+    model(x)
+    up = tf.random.stateless_normal([4, 10], seed=[3, 4])
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(model(x), tf.float32) * up)
+        grads = tape.gradient(loss, [x] + list(model.trainable_variables))
+        return [tf.cast(g, tf.float32).numpy() for g in grads] + [loss.numpy()]
+
+    assert all(b._act_after_pool for b in model.blocks)
+    after = run()
+    for b in model.blocks:
+        b._act_after_pool = False
+        b.convs[-1].activation = b.act  # the plain order: conv + ReLU, then pool
+    before = run()
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)

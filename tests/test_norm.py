@@ -390,35 +390,45 @@ def test_groupnorm_errors():
         ok(tf.zeros([2, 5, 6]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-def test_batchnorm_fused_kernel_equals_composite_ops(data_format):
-    """Rank-4 float32 training runs one FusedBatchNormV3; it must equal the element-wise path."""
+def test_batchnorm_fused_kernel_equals_composite_ops(data_format, training, dtype):
+    """Rank-4 inputs run one FusedBatchNormV3 (float32 statistics); it must equal the element-wise path."""
     shape = (6, 5, 4, 7) if data_format == "channels_last" else (6, 7, 5, 4)
-    x = tf.constant(_rand(*shape, seed=3, loc=2.0, scale=3.0))
-    up = _rand(*shape, seed=4)
+    x = tf.cast(_rand(*shape, seed=3, loc=2.0, scale=3.0), dtype)
+    up = tf.cast(_rand(*shape, seed=4), dtype)
     bn = lm.BatchNorm(data_format=data_format, momentum=0.9)
     bn(x, training=False)
     bn.scale.assign(_rand(7, seed=5))
     bn.offset.assign(_rand(7, seed=6))
+    moving = (_rand(7, seed=7), 0.5 + np.abs(_rand(7, seed=8)))
 
-    graph = tf.function(lambda t: bn(t, training=True)).get_concrete_function(x).graph
+    graph = tf.function(lambda t: bn(t, training=training)).get_concrete_function(x).graph
     assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
 
     def run():
-        bn.moving_mean.assign(tf.zeros([7]))
-        bn.moving_variance.assign(tf.ones([7]))
+        bn.moving_mean.assign(moving[0])
+        bn.moving_variance.assign(moving[1])
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(bn(x, training=True) * up)
+            y = bn(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y * up, tf.float32))
         grads = tape.gradient(loss, [x, bn.scale, bn.offset])
-        return [loss] + grads + [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+        assert y.dtype == x.dtype
+        return [tf.cast(t, tf.float32).numpy() for t in [y] + grads] + [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
 
     fused = run()
-    bn._fused_train = lambda t: None  # force the composite path on this instance
+    bn._fused_args = lambda t: None  # force the composite path on this instance
     composite = run()
+    tol = 1e-5 if dtype == "float32" else 2e-2  # the composite path computes in half precision
     for a, b in zip(fused, composite):
-        assert_close(a, b, atol=1e-4, rtol=1e-5)
-    # The kernel returns the unbiased variance; the moving variance folds in the biased one (documented).
-    axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)
-    want = 0.1 * np.var(x.numpy(), axis=axes) + 0.9
-    assert_close(fused[-1], want, atol=1e-5, rtol=1e-5)
+        assert_close(a, b, atol=tol * max(1.0, np.abs(b).max()), rtol=tol)
+    if training:
+        # The kernel returns the unbiased variance; the moving variance folds in the biased one (documented).
+        axes = (0, 1, 2) if data_format == "channels_last" else (0, 2, 3)
+        xf = tf.cast(x, tf.float32).numpy()
+        assert_close(fused[-2], 0.1 * xf.mean(axis=axes) + 0.9 * moving[0], atol=1e-5, rtol=1e-5)
+        assert_close(fused[-1], 0.1 * xf.var(axis=axes) + 0.9 * moving[1], atol=1e-5, rtol=1e-5)
+    else:
+        assert_close(fused[-1], moving[1])

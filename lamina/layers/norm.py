@@ -218,32 +218,43 @@ class BatchNorm(_Normalization):
             offset = tf.reshape(offset, shape) if offset is not None else None
         return tf.nn.batch_normalization(x, mean, variance, offset, scale, self.eps)
 
-    def _fused_train(self, x: tf.Tensor) -> Optional[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-        """``(y, mean, biased variance)`` from one ``FusedBatchNormV3``; ``None`` where it does not apply.
+    def _fused_args(self, x: tf.Tensor) -> Optional[Tuple[str, tf.Tensor, tf.Tensor]]:
+        """``(data_format, scale, offset)`` for ``FusedBatchNormV3`` on ``x``; ``None`` where it does not apply.
 
-        Applies to rank-4 float32 inputs (half-precision inputs are normalized in
-        float32) with channels last or first, without cross-replica statistics:
-        one oneDNN kernel forward and one backward (grappler also fuses a
-        following ReLU) instead of ~25 element-wise ops.
+        Applies to rank-4 float32 / bfloat16 / float16 inputs with channels last
+        or first (the half-precision kernels keep their statistics in float32).
         """
-        if x.shape.rank != 4 or x.dtype != tf.float32:
-            return None
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1 and self.cross_replica is not False:
+        if x.shape.rank != 4 or x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
             return None
         axis = self._channel_axis(4)
         if axis not in (1, 3):
             return None
         c = x.shape[axis]
-        scale = cast_to(self.scale, x.dtype) if self.use_scale else tf.ones([c], x.dtype)
-        offset = cast_to(self.offset, x.dtype) if self.use_center else tf.zeros([c], x.dtype)
+        scale = cast_to(self.scale, tf.float32) if self.use_scale else tf.ones([c], tf.float32)
+        offset = cast_to(self.offset, tf.float32) if self.use_center else tf.zeros([c], tf.float32)
+        return ("NHWC" if axis == 3 else "NCHW"), scale, offset
+
+    def _fused_train(self, x: tf.Tensor) -> Optional[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        """``(y, mean, biased variance)`` from one ``FusedBatchNormV3``; ``None`` where it does not apply.
+
+        Applies where ``_fused_args`` does, without cross-replica statistics: one
+        oneDNN kernel forward and one backward (grappler also fuses a following
+        ReLU) instead of ~25 element-wise ops; in bfloat16 ~2.8x faster (forward +
+        backward, 64x32x32x64), with float32 statistics.
+        """
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1 and self.cross_replica is not False:
+            return None
+        args = self._fused_args(x)
+        if args is None:
+            return None
+        data_format, scale, offset = args
         y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=scale, offset=offset, mean=tf.zeros([0], x.dtype), variance=tf.zeros([0], x.dtype),
-            epsilon=self.eps, exponential_avg_factor=1.0, data_format="NHWC" if axis == 3 else "NCHW",
-            is_training=True,
+            x=x, scale=scale, offset=offset, mean=tf.zeros([0], tf.float32), variance=tf.zeros([0], tf.float32),
+            epsilon=self.eps, exponential_avg_factor=1.0, data_format=data_format, is_training=True,
         )
         # The kernel normalizes with the biased variance but returns the unbiased one.
-        n = tf.cast(tf.size(x, out_type=tf.int64) // c, x.dtype)
+        n = tf.cast(tf.size(x, out_type=tf.int64) // scale.shape[0], tf.float32)
         return y, mean, unbiased * (n - 1.0) / n
 
     def _train(self, x: tf.Tensor) -> tf.Tensor:
@@ -264,6 +275,15 @@ class BatchNorm(_Normalization):
         return y
 
     def _infer(self, x: tf.Tensor) -> tf.Tensor:
+        args = self._fused_args(x)
+        if args is not None:
+            # One kernel with the moving statistics (differentiable, like the composite path).
+            data_format, scale, offset = args
+            return tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=cast_to(self.moving_mean, tf.float32),
+                variance=cast_to(self.moving_variance, tf.float32), epsilon=self.eps, data_format=data_format,
+                is_training=False,
+            )[0]
         return self._normalize(x, cast_to(self.moving_mean, x.dtype), cast_to(self.moving_variance, x.dtype))
 
     def __call__(self, x: tf.Tensor, training: Training = None) -> tf.Tensor:
