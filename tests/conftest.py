@@ -23,3 +23,46 @@ def assert_close(a, b, atol=1e-5, rtol=1e-5):
     a = a.numpy() if hasattr(a, "numpy") else np.asarray(a)
     b = b.numpy() if hasattr(b, "numpy") else np.asarray(b)
     np.testing.assert_allclose(a, b, atol=atol, rtol=rtol)
+
+
+def train_run(run_dir, steps=120, class_prefix=""):
+    """Trains a ConvNet on the digits for ``steps`` SGD+momentum steps and writes a run directory.
+
+    The run directory is what ``lamina train`` leaves (``config.json`` and a
+    ``best/`` checkpoint), so export / predict tests can start from it without a
+    full training run. Returns ``(model, dataset)``.
+    """
+    from lamina.models.registry import create_model
+    from lamina.train.run import write_config
+
+    lm.set_seed(0)
+    ds = lm.data.load("digits")
+    model = create_model("convnet", ds.num_classes)
+    model(tf.zeros((1, *ds.input_shape)), training=False)
+    variables = model.trainable_variables
+    velocity = [tf.Variable(tf.zeros_like(v)) for v in variables]
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits))
+        for v, m, g in zip(variables, velocity, tape.gradient(loss, variables)):
+            m.assign(0.9 * m + g)
+            v.assign_sub(0.05 * m)
+
+    done, epoch = 0, 0
+    while done < steps:
+        for x, y in ds.batches("train", 64, shuffle=True, seed=0, epoch=epoch):
+            step(x, y)
+            done += 1
+            if done >= steps:
+                break
+        epoch += 1
+    write_config(run_dir, {
+        "model": "convnet", "model_kwargs": {}, "num_classes": ds.num_classes, "input_shape": list(ds.input_shape),
+        "class_names": [f"{class_prefix}{c}" for c in ds.class_names], "preprocessing": ds.preprocessing,
+        "data": "digits", "val_split": 0.0, "seed": 0, "image_size": None,
+    })
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
+    return model, ds

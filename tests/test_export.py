@@ -13,48 +13,10 @@ import pytest
 import tensorflow as tf
 
 import lamina as lm
+from conftest import train_run
 from lamina.cli import main
 from lamina.export.saved_model import METADATA_NAME, ExportError, normalize_preprocessing
 from lamina.export.tflite import TFLiteRunner
-from lamina.models.registry import create_model
-from lamina.train.run import write_config
-
-
-def train_run(run_dir, steps=120):
-    """Trains a ConvNet on the digits for a few SGD steps and writes a run directory."""
-    lm.set_seed(0)
-    ds = lm.data.load("digits")
-    model = create_model("convnet", ds.num_classes)
-    model(tf.zeros((1, *ds.input_shape)), training=False)
-    variables = model.trainable_variables
-    velocity = [tf.Variable(tf.zeros_like(v)) for v in variables]
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits))
-        for v, m, g in zip(variables, velocity, tape.gradient(loss, variables)):
-            m.assign(0.9 * m + g)
-            v.assign_sub(0.05 * m)
-        return loss
-
-    done = 0
-    for epoch in range(100):
-        for x, y in ds.batches("train", 64, shuffle=True, seed=0, epoch=epoch):
-            step(x, y)
-            done += 1
-            if done >= steps:
-                break
-        if done >= steps:
-            break
-    write_config(run_dir, {
-        "model": "convnet", "model_kwargs": {}, "num_classes": ds.num_classes, "input_shape": list(ds.input_shape),
-        "class_names": list(ds.class_names), "preprocessing": ds.preprocessing, "data": "digits",
-        "val_split": 0.0, "seed": 0, "image_size": None,
-    })
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
-    return model, ds
 
 
 def reference(model, ds, raw):
@@ -73,7 +35,7 @@ def run_cli(argv):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("export") / "run")
-    model, ds = train_run(run_dir)
+    model, ds = train_run(run_dir, steps=120)
     x, y = ds.arrays("test")
     assert np.mean(reference(model, ds, x)["class_id"] == y) > 0.8  # really trained
     return run_dir, model, ds

@@ -11,45 +11,10 @@ import tensorflow as tf
 from PIL import Image
 
 import lamina as lm
+from conftest import train_run
 from lamina.cli import main
 from lamina.export.predict import collect_images, load_image, load_predictor
 from lamina.export.saved_model import METADATA_NAME
-from lamina.models.registry import create_model
-from lamina.train.run import write_config
-
-
-def train_run(run_dir, steps=100):
-    """A ConvNet trained for a few SGD steps on the digits, saved as a run directory."""
-    lm.set_seed(0)
-    ds = lm.data.load("digits")
-    model = create_model("convnet", ds.num_classes)
-    model(tf.zeros((1, *ds.input_shape)), training=False)
-    variables = model.trainable_variables
-    velocity = [tf.Variable(tf.zeros_like(v)) for v in variables]
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits))
-        for v, m, g in zip(variables, velocity, tape.gradient(loss, variables)):
-            m.assign(0.9 * m + g)
-            v.assign_sub(0.05 * m)
-
-    done = 0
-    while done < steps:
-        for x, y in ds.batches("train", 64, shuffle=True, seed=0, epoch=done):
-            step(x, y)
-            done += 1
-            if done >= steps:
-                break
-    write_config(run_dir, {
-        "model": "convnet", "model_kwargs": {}, "num_classes": ds.num_classes, "input_shape": list(ds.input_shape),
-        "class_names": [f"digit{c}" for c in ds.class_names], "preprocessing": ds.preprocessing, "data": "digits",
-        "val_split": 0.0, "seed": 0, "image_size": None,
-    })
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
-    return model, ds
 
 
 def run_cli(argv):
@@ -67,7 +32,7 @@ def probs_of(model, ds, raw):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     run_dir = str(root / "run")
-    model, ds = train_run(run_dir)
+    model, ds = train_run(run_dir, steps=100, class_prefix="digit")
     x, y = ds.arrays("test")
     images = root / "images"
     images.mkdir()
