@@ -65,3 +65,9 @@ def test_profile_step_smoke() -> None:
 @pytest.mark.parametrize("script", ["train_step.py", "inference.py", "startup.py", "profile_step.py"])
 def test_help(script: str) -> None:
     assert "usage" in _run([str(BENCH / script), "--help"], timeout=60).lower()
+
+
+def test_kernels_smoke() -> None:
+    out = _run([str(BENCH / "kernels.py"), "--smoke"])
+    assert "| conv 3x3 (stride 1, SAME)" in out and "filter grad ms" in out
+    assert "Sum of a step's conv kernels" in out and "FusedBatchNormV3 ms" in out

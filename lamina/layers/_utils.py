@@ -341,3 +341,24 @@ def resolve_training(training: Training, owner: str) -> Union[bool, tf.Tensor]:
             return bool(static)
         return training
     raise TypeError(f"{owner}: training must be None, a bool or a scalar bool tensor, got {training!r}")
+
+
+def add_bias(y: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """``y + bias`` along the last axis, with a gradient that stays accurate in half precision.
+
+    A broadcast add instead of ``tf.nn.bias_add``: the bias gradient is then a
+    ``Sum``, which accumulates bfloat16/float16 in float32, where TensorFlow's
+    CPU ``BiasAddGrad`` accumulates in the half type (bfloat16, 4096 rows: 74 %
+    relative error; ``Sum``: 0.3 %). Grappler still fuses matmul/conv + bias (+
+    ReLU) forward, but no longer fuses the filter gradient with the bias
+    gradient into oneDNN's ``Conv2DBackpropFilterWithBias``, which is slower
+    here than the two kernels apart (seed CNN float32 step -9 %).
+
+    Args:
+      y: a tensor whose last axis has ``bias``'s size.
+      bias: a vector of ``y``'s dtype.
+
+    Returns:
+      ``y + bias``.
+    """
+    return y + bias

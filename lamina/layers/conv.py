@@ -28,6 +28,7 @@ from lamina import initializers
 from lamina.layers._utils import (
     IntOrSeq,
     Padding,
+    add_bias,
     builtin_padding,
     cast_like,
     check_num_spatial_dims,
@@ -186,7 +187,7 @@ class _ConvLayer(Module):
     def _finish(self, y: tf.Tensor, n: int) -> tf.Tensor:
         """Adds the bias, applies the activation (channels-last ``y``), returns ``y`` in the data format."""
         if self.use_bias:
-            y = tf.nn.bias_add(y, cast_like(self.bias, y))
+            y = add_bias(y, cast_like(self.bias, y))
         if self.activation is not None:
             y = self.activation(y)
         return to_data_format(y, n, self.data_format)

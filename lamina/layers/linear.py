@@ -7,7 +7,7 @@ from typing import Callable, Optional, Union
 import tensorflow as tf
 
 from lamina import initializers
-from lamina.layers._utils import cast_like, known_at_build, positive_int
+from lamina.layers._utils import add_bias, cast_like, known_at_build, positive_int
 from lamina.layers.activations import get_activation
 from lamina.module import InputSpec, Module
 
@@ -75,7 +75,7 @@ class Linear(Module):
         else:
             y = tf.tensordot(x, w, axes=[[x.shape.rank - 1], [0]])
         if self.use_bias:
-            y = tf.nn.bias_add(y, cast_like(self.bias, x))
+            y = add_bias(y, cast_like(self.bias, x))
         if self.activation is not None:
             y = self.activation(y)
         return y

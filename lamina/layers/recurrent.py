@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from lamina import initializers
-from lamina.layers._utils import cast_like, known_at_build, positive_int
+from lamina.layers._utils import add_bias, cast_like, known_at_build, positive_int
 from lamina.layers.activations import get_activation
 from lamina.module import InputSpec, Module
 
@@ -209,7 +209,7 @@ class SimpleRNN(_GatedCore):
         self._check_step_input(x_t)
         h = self._check_state(state, x_t)
         xw, hw = self._project(x_t, h)
-        h_new = self.activation(tf.nn.bias_add(xw + hw, cast_like(self.bias, x_t)))
+        h_new = self.activation(add_bias(xw + hw, cast_like(self.bias, x_t)))
         return h_new, h_new
 
 
@@ -302,7 +302,7 @@ class LSTM(_GatedCore):
         h = self._check_state(state[0], x_t)
         c = self._check_state(state[1], x_t)
         xw, hw = self._project(x_t, h)
-        gates = tf.nn.bias_add(xw + hw, cast_like(self.bias, x_t))
+        gates = add_bias(xw + hw, cast_like(self.bias, x_t))
         i, f, g, o = tf.split(gates, 4, axis=-1)
         if self.forget_bias:
             f = f + tf.cast(self.forget_bias, f.dtype)
@@ -366,12 +366,12 @@ class GRU(_GatedCore):
         self._check_step_input(x_t)
         h = self._check_state(state, x_t)
         xw, gh = self._project(x_t, h)
-        gx = tf.nn.bias_add(xw, cast_like(self.bias, x_t))
+        gx = add_bias(xw, cast_like(self.bias, x_t))
         xr, xz, xn = tf.split(gx, 3, axis=-1)
         hr, hz, hn = tf.split(gh, 3, axis=-1)
         r = tf.sigmoid(xr + hr)
         z = tf.sigmoid(xz + hz)
-        n = tf.tanh(xn + r * tf.nn.bias_add(hn, cast_like(self.recurrent_bias, x_t)))
+        n = tf.tanh(xn + r * add_bias(hn, cast_like(self.recurrent_bias, x_t)))
         h_new = (1 - z) * n + z * h
         return h_new, h_new
 
