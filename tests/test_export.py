@@ -348,3 +348,28 @@ def test_onnx_handles_tensordot_reshape_and_exact_gelu(tmp_path):
         path = lm.export.onnx(model, str(tmp_path / "o"), (5, 6), {"scale": 1.0, "mean": [0.0], "std": [1.0]}, sample=x)
     got = ONNXRunner(os.path.join(path, "model.onnx"))(x[:3])
     np.testing.assert_allclose(got["logits"], model(x[:3]).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_batchnorm_model_exports_match(tmp_path):
+    """A ConvNet with BatchNorm (FusedBatchNormV3 with moving statistics at inference) in every format."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from lamina.export.onnx import ONNXRunner
+
+    lm.set_seed(3)
+    model = lm.models.ConvNet(4, widths=(6,), hidden=None, batch_norm=True)
+    x = np.random.RandomState(2).uniform(0, 1, (8, 8, 8, 1)).astype(np.float32)
+    for _ in range(20):  # move the moving statistics away from 0 / 1
+        model(x * 3.0 + 1.0, training=True)
+    assert np.abs(model.blocks[0].norms[0].moving_mean.numpy()).max() > 0.2
+    prep = {"scale": 1.0, "mean": [0.0], "std": [1.0]}
+    want = model(x, training=False).numpy()
+    with contextlib.redirect_stdout(io.StringIO()):
+        sm = lm.export.saved_model(model, str(tmp_path / "sm"), (8, 8, 1), prep, sample=x)
+        tl = lm.export.tflite(model, str(tmp_path / "tl"), (8, 8, 1), prep, sample=x)
+        ox = lm.export.onnx(model, str(tmp_path / "ox"), (8, 8, 1), prep, sample=x)
+    loaded = tf.saved_model.load(sm)
+    np.testing.assert_allclose(loaded.signatures["serving_default"](tf.constant(x))["logits"].numpy(), want,
+                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(TFLiteRunner(os.path.join(tl, "model.tflite"))(x)["logits"], want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(ONNXRunner(os.path.join(ox, "model.onnx"))(x)["logits"], want, atol=1e-4, rtol=1e-4)
