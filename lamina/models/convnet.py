@@ -28,8 +28,10 @@ __all__ = ["ConvNet", "ConvBlock", "default_init_for"]
 
 # Activations after which a He (2 / fan_in) initialization keeps the variance.
 _RELU_LIKE = {"relu", "relu6", "leaky_relu", "leakyrelu", "elu", "gelu", "silu", "swish"}
-# Non-decreasing activations: max-pool(f(x)) == f(max-pool(x)), gradients included.
-_MONOTONE = {"relu", "relu6", "leaky_relu", "leakyrelu", "elu", "tanh", "sigmoid"}
+# Activations with max-pool(f(x)) == f(max-pool(x)), gradients included, also in half
+# precision: identity or flat (zero gradient) on each piece, so rounding cannot create
+# new ties that would send a max-pool gradient elsewhere (unlike tanh, sigmoid, ELU).
+_COMMUTES_WITH_MAX_POOL = {"relu", "relu6"}
 
 
 def default_init_for(activation: Union[None, str, Callable]) -> initializers.Initializer:
@@ -97,13 +99,13 @@ class ConvBlock(Module):
         w_init = default_init_for(activation)
         self.convs: List[Conv2D] = []
         self.norms: List[BatchNorm] = []
-        # Without batch norm, a non-decreasing activation of the last conv may run after
+        # Without batch norm, a ReLU (or ReLU6) of the last conv may run after
         # the pool: the same function and gradients, on a quarter of the elements. It
         # does so for half-precision inputs (seed CNN step -3% in mixed_bfloat16); in
         # float32 it runs before the pool, where grappler fuses conv + bias + ReLU into
         # one kernel (measured ~1% faster there).
         key = activation.strip().lower().replace("-", "_") if isinstance(activation, str) else None
-        self._act_after_pool = bool(pool) and not self.batch_norm and key in _MONOTONE
+        self._act_after_pool = bool(pool) and not self.batch_norm and key in _COMMUTES_WITH_MAX_POOL
         for j in range(convs_per_block):
             last = j == convs_per_block - 1
             self.convs.append(
