@@ -511,3 +511,15 @@ def test_half_precision_bias_gradient_accumulates_in_float32(make, shape, dtype)
     (g,) = tape.gradient(loss, [layer.bias])
     want = up.numpy().astype(np.float64).reshape(-1, 16).sum(0)
     np.testing.assert_allclose(g.numpy(), want, rtol=1e-2)
+
+
+@pytest.mark.parametrize("stride, want_pad", [(1, False), (2, True)])
+def test_explicit_same_padding_with_unknown_spatial_size(stride, want_pad):
+    """Stride 1: symmetric padding is SAME whatever the size (no Pad op); stride 2 needs the size, so it pads."""
+    layer = lm.Conv2D(4, 3, strides=stride, padding=1)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    ops = {op.type for op in fn.get_concrete_function().graph.get_operations()}
+    assert ("Pad" in ops) == want_pad
+    x = tf.constant(np.random.RandomState(0).randn(2, 7, 8, 3).astype(np.float32))
+    ref = tf.nn.conv2d(x, layer.weights, stride, [[0, 0], [1, 1], [1, 1], [0, 0]]) + layer.bias
+    assert_close(fn(x), ref, atol=1e-5, rtol=1e-5)

@@ -134,10 +134,25 @@ def to_channels_first(x: tf.Tensor, n: int) -> tf.Tensor:
     return tf.transpose(x, [0, n + 1] + list(range(1, n + 1)))
 
 
-def same_padding_pairs(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
-    """The ``(before, after)`` zero padding TensorFlow's ``"SAME"`` adds along one dimension."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+def same_padding_pairs(size: Optional[int], kernel: int, stride: int, dilation: int) -> Optional[Tuple[int, int]]:
+    """The ``(before, after)`` zero padding TensorFlow's ``"SAME"`` adds along one dimension.
+
+    Args:
+      size: the input size along it (``None``: unknown).
+      kernel: kernel size.
+      stride: stride.
+      dilation: dilation.
+
+    Returns:
+      The pair, or ``None`` when it depends on an unknown size (stride > 1).
+    """
+    if stride == 1:  # the size cancels out
+        total = (kernel - 1) * dilation
+    elif size is None:
+        return None
+    else:
+        out = -(-size // stride)
+        total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
@@ -153,8 +168,9 @@ def builtin_padding(
     TensorFlow's CPU gradient kernels for EXPLICIT padding are generic Eigen
     ones, not oneDNN's (float32 backward ~1.8x slower, bfloat16 ~45x), and they
     reject dilation; so explicit padding never reaches the op. Pairs equal to
-    what ``"SAME"`` pads for this (static) input size become ``"SAME"``, all-zero
-    pairs ``"VALID"``, anything else ``tf.pad`` + ``"VALID"``. Same results.
+    what ``"SAME"`` pads for this input (known without its size at stride 1,
+    from its static size otherwise) become ``"SAME"``, all-zero pairs
+    ``"VALID"``, anything else ``tf.pad`` + ``"VALID"``. Same results.
 
     Args:
       x: the channels-last input.
@@ -170,9 +186,7 @@ def builtin_padding(
     if all(p == (0, 0) for p in pairs):
         return "VALID", x
     spatial = x.shape[1:-1]
-    if None not in spatial and pairs == [
-        same_padding_pairs(s, k, st, d) for s, k, st, d in zip(spatial, kernel_size, strides, dilation)
-    ]:
+    if pairs == [same_padding_pairs(s, k, st, d) for s, k, st, d in zip(spatial, kernel_size, strides, dilation)]:
         return "SAME", x
     return "VALID", tf.pad(x, channels_last_padding(pairs))
 
