@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/profile_step.py --net cnn --variants lamina,keras,sonnet
-    python benchmarks/profile_step.py --net cnn --variants lamina-bf16,lamina-bf16+same_pad,keras-bf16
+    python benchmarks/profile_step.py --net cnn --variants lamina-bf16,keras-bf16
 
 Builds each variant as ``train_step.py`` does (same weights, same data),
 warms it up, records ``--steps`` steps with ``tf.profiler.experimental`` and
@@ -87,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--net", default="cnn", choices=sorted(NETS))
     p.add_argument("--variants", default="lamina,keras,sonnet",
-                   help="TensorFlow variants of train_step.py, lamina ones optionally patched: lamina+same_pad+fused_bn")
+                   help="TensorFlow variants of train_step.py")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=15, help="kernels listed per variant")
     p.add_argument("--batch", type=int, default=None)
@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     x, y = ts.synthetic_data(args.net, batch, 8)  # the steps cycle through 8 random batches, as in train_step.py
     ref = lamina_model(args.net)
     for v in ts.parse_variants(args.variants):
-        if ts.VARIANTS[ts.base_variant(v)][0] == "torch":
+        if ts.VARIANTS[v][0] == "torch":
             print(f"{v}: skipped (TensorFlow variants only)")
             continue
         step, sync = ts.build(v, args.net, x, y, ref, os.cpu_count() or 1)

@@ -4,7 +4,6 @@ Usage::
 
     python benchmarks/train_step.py                       # everything (~30 min on 2 cores)
     python benchmarks/train_step.py --nets cnn --frameworks 'lamina*,keras*,sonnet,torch'
-    python benchmarks/train_step.py --nets cnn --experiments all   # + lamina patched (experiments.py)
     python benchmarks/train_step.py --smoke               # one step of each, tiny batches
 
 For each network (the seed CNN on 28x28x1, batch 128; ResNet-18 with the CIFAR
@@ -111,35 +110,19 @@ BF16 = {"lamina-bf16", "lamina-bf16-xla", "keras-bf16", "keras-bf16-xla", "torch
 
 
 def parse_variants(text: str) -> List[str]:
-    """Expands ``a,b,fam*`` into variant names (``fam*``: every variant of a framework).
-
-    A lamina variant may carry ``benchmarks/experiments.py`` patches as
-    ``+name`` suffixes, e.g. ``lamina+same_pad+fused_bn``; ``+all`` applies all of them.
-    """
-    from experiments import EXPERIMENTS
-
+    """Expands ``a,b,fam*`` into variant names (``fam*``: every variant of a framework)."""
     out: List[str] = []
     for token in [t.strip() for t in text.split(",") if t.strip()]:
-        base, *exps = token.split("+")
         if token in ("all", "*"):
             names = list(VARIANTS)
         elif token.endswith("*"):
             names = [v for v in VARIANTS if VARIANTS[v][0] == token[:-1]]
-        elif base in VARIANTS and (not exps or VARIANTS[base][0] == "lamina") and all(
-                e in EXPERIMENTS or e == "all" for e in exps):
-            names = [token]
         else:
-            names = []
+            names = [token] if token in VARIANTS else []
         if not names:
-            raise SystemExit(f"train_step.py: unknown framework variant {token!r}; known: {', '.join(VARIANTS)} "
-                             f"(lamina ones may add +experiment: {', '.join(EXPERIMENTS)})")
+            raise SystemExit(f"train_step.py: unknown framework variant {token!r}; known: {', '.join(VARIANTS)}")
         out += [n for n in names if n not in out]
     return out
-
-
-def base_variant(variant: str) -> str:
-    """``lamina-bf16+same_pad`` -> ``lamina-bf16``."""
-    return variant.split("+")[0]
 
 
 # ------------------------------------------------------------------ builders
@@ -166,10 +149,9 @@ def synthetic_data(net: str, batch: int, count: int) -> Tuple[np.ndarray, np.nda
 
 
 def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, precision: str,
-                 experiments: Sequence[str] = (), raw: bool = False) -> Tuple[Callable, Callable]:
+                 raw: bool = False) -> Tuple[Callable, Callable]:
     """``Trainer.train_step`` on a copy of ``ref`` (lamina Adam, softmax cross-entropy, no metric).
 
-    ``experiments`` (``benchmarks/experiments.py``) patch this model and optimizer instance only.
     ``raw``: no Trainer, a plain ``tf.function`` step (float32) on the same model and optimizer.
     """
     import tensorflow as tf
@@ -180,10 +162,6 @@ def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, pr
     if ref is not None:
         copy_lamina(model, ref)
     optimizer = lm.optim.Adam(LR, BETA1, BETA2, EPS)
-    if experiments:
-        from experiments import apply_experiments
-
-        apply_experiments(model, optimizer, experiments)
     data = _tf_batches(x, y)
     if raw:
         loss_fn = lm.losses.SoftmaxCrossEntropy()
@@ -202,17 +180,6 @@ def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, pr
         model, optimizer, loss=lm.losses.SoftmaxCrossEntropy(), metrics=(),
         precision=precision, jit_compile=jit, quiet=True, tensorboard=False,
     )
-    if "concrete_step" in experiments:
-        from experiments import concrete_train_step
-
-        first = trainer.train_step(*next(data))  # builds and traces the step
-        concrete_train_step(trainer)
-        pending = [first]
-
-        def step() -> Any:
-            return pending.pop() if pending else trainer.train_step(*next(data))
-
-        return step, _tf_sync
     return (lambda: trainer.train_step(*next(data))), _tf_sync
 
 
@@ -291,15 +258,10 @@ def build_torch(net: str, x: np.ndarray, y: np.ndarray, ref: Any, compile: bool,
 
 
 def build(variant: str, net: str, x: np.ndarray, y: np.ndarray, ref: Any, torch_threads: int) -> Tuple[Callable, Callable]:
-    """The (step, sync) pair of ``variant`` on ``net`` (``lamina...+a+b``: patched with experiments a, b)."""
-    base, *experiments = variant.split("+")
-    if "all" in experiments:
-        from experiments import EXPERIMENTS
-
-        experiments = list(EXPERIMENTS)
-    fw, opts = VARIANTS[base]
+    """The (step, sync) pair of ``variant`` on ``net``."""
+    fw, opts = VARIANTS[variant]
     if fw == "lamina":
-        return build_lamina(net, x, y, ref, experiments=experiments, **opts)
+        return build_lamina(net, x, y, ref, **opts)
     if fw == "keras":
         return build_keras(net, x, y, ref, **opts)
     if fw == "sonnet":
@@ -317,7 +279,7 @@ def forward_flops(net: str, ref: Any, batch: int) -> float:
 # ----------------------------------------------------------------- RSS child
 def rss_child(net: str, variant: str, batch: int, steps: int, torch_threads: int) -> Dict[str, float]:
     """Builds one variant in this (fresh) process; returns its RSS figures in MiB."""
-    fw = VARIANTS[base_variant(variant)][0]
+    fw = VARIANTS[variant][0]
     x, y = synthetic_data(net, batch, 8)
     if fw in ("lamina", "keras", "sonnet"):
         import tensorflow as tf  # noqa: F401
@@ -430,39 +392,33 @@ def ratio_table(rec: Dict[str, Any]) -> str:
 
 
 def targets(rec: Dict[str, Any]) -> List[str]:
-    """The issue's targets for this net, each with its measured (paired) value.
-
-    Checked for plain lamina and, separately, for each set of experiment patches in the run.
-    """
+    """The issue's targets for this net, each with its measured (paired) value."""
     rows, net, out = rec["variants"], rec["net"], []
     peers = [v for v in rows if not _is_lamina(v)]
     fp32_peers = [v for v in peers if v not in BF16]
-    suffixes = sorted({v[len(base_variant(v)):] for v in rows if _is_lamina(v)}, key=len)
-    for suffix in suffixes:
-        tag = f" ({suffix})" if suffix else ""
-        fp32_lam = [v + suffix for v in ("lamina", "lamina-xla") if v + suffix in rows]
-        if fp32_lam and fp32_peers:
-            best_l = min(fp32_lam, key=lambda v: rows[v]["ms"])
-            best_p = min(fp32_peers, key=lambda v: rows[v]["ms"])
-            r = paired_ratio(rows, best_p, best_l)
-            out.append(f"float32{tag}: {best_l} vs the fastest peer ({best_p}): {r:.2f}x (target >= 1.00x)"
-                       f" -> {'met' if r >= 1.0 else 'BELOW'}")
-            if net == "cnn":
-                share = rows[best_l]["peak_share"]
-                out.append(f"float32{tag}: {best_l} at {100 * share:.0f}% of the matmul rate (target >= 85%)"
-                           f" -> {'met' if share >= 0.85 else 'BELOW'}")
-            if net == "resnet18":
-                for p in fp32_peers:
-                    r = paired_ratio(rows, p, best_l)
-                    out.append(f"resnet18{tag}: {best_l} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
-        lb = "lamina-bf16" + suffix
-        if net == "resnet18" and lb in rows:
-            for p in [v for v in peers if v in BF16]:
-                r = paired_ratio(rows, p, lb)
-                out.append(f"resnet18{tag}: {lb} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
-        if net == "cnn" and lb in rows and "keras-bf16" in rows:
-            r = paired_ratio(rows, "keras-bf16", lb)
-            out.append(f"mixed_bfloat16{tag}: {lb} vs keras-bf16: {r:.2f}x (target >= 1.10x) -> {'met' if r >= 1.10 else 'BELOW'}")
+    fp32_lam = [v for v in ("lamina", "lamina-xla") if v in rows]
+    if fp32_lam and fp32_peers:
+        best_l = min(fp32_lam, key=lambda v: rows[v]["ms"])
+        best_p = min(fp32_peers, key=lambda v: rows[v]["ms"])
+        r = paired_ratio(rows, best_p, best_l)
+        out.append(f"float32: {best_l} vs the fastest peer ({best_p}): {r:.2f}x (target >= 1.00x)"
+                   f" -> {'met' if r >= 1.0 else 'BELOW'}")
+        if net == "cnn":
+            share = rows[best_l]["peak_share"]
+            out.append(f"float32: {best_l} at {100 * share:.0f}% of the matmul rate (target >= 85%)"
+                       f" -> {'met' if share >= 0.85 else 'BELOW'}")
+        if net == "resnet18":
+            for p in fp32_peers:
+                r = paired_ratio(rows, p, best_l)
+                out.append(f"resnet18: {best_l} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
+    lb = "lamina-bf16"
+    if net == "resnet18" and lb in rows:
+        for p in [v for v in peers if v in BF16]:
+            r = paired_ratio(rows, p, lb)
+            out.append(f"resnet18: {lb} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
+    if net == "cnn" and lb in rows and "keras-bf16" in rows:
+        r = paired_ratio(rows, "keras-bf16", lb)
+        out.append(f"mixed_bfloat16: {lb} vs keras-bf16: {r:.2f}x (target >= 1.10x) -> {'met' if r >= 1.10 else 'BELOW'}")
     return out
 
 
@@ -522,9 +478,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rss", choices=("subprocess", "inprocess", "off"), default=None,
                    help="RSS measurement (default subprocess; smoke inprocess)")
     p.add_argument("--rss-timeout", type=float, default=600.0, help="seconds per RSS child process")
-    p.add_argument("--experiments", default="",
-                   help="also time every selected lamina variant patched with these benchmarks/experiments.py "
-                        "candidates (as '<variant>+a+b'): same_pad, fused_adam, fused_bn, concrete_step, or all")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--smoke", action="store_true", help="one step of each variant at tiny batch sizes (tests)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -535,10 +488,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if n not in NETS:
             raise SystemExit(f"train_step.py: unknown net {n!r}; known: {', '.join(NETS)}")
     variants = parse_variants(args.frameworks) if args.frameworks else (SMOKE_VARIANTS if smoke else DEFAULT_VARIANTS)
-    args.experiments = [e.strip() for e in args.experiments.split(",") if e.strip()]
-    if args.experiments:
-        suffix = "".join("+" + e for e in args.experiments)
-        variants = variants + parse_variants(",".join(v + suffix for v in variants if VARIANTS[base_variant(v)][0] == "lamina" and "+" not in v))
     if args.rss_child:
         res = rss_child(nets[0], variants[0], args.batch or NETS[nets[0]].batch, 3, args.torch_threads)
         print("RSS " + json.dumps(res), flush=True)
@@ -559,7 +508,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     versions = {"tensorflow": tf.__version__}
     for mod in ("keras", "sonnet", "torch"):
-        if any(VARIANTS[base_variant(v)][0] == mod for v in variants):
+        if any(VARIANTS[v][0] == mod for v in variants):
             try:
                 versions[mod] = __import__(mod).__version__
             except Exception as e:  # noqa: BLE001 - reported, then that framework's variants skip

@@ -26,9 +26,8 @@ def _run(args: List[str], timeout: float = 180.0) -> str:
 
 
 def test_train_step_smoke() -> None:
-    # One framework variant each plus a lamina variant patched by benchmarks/experiments.py;
-    # the CNN only (the MLP and ResNet-18 go through the same code).
-    variants = ["lamina", "lamina-bf16", "keras", "sonnet", "torch", "lamina+same_pad+fused_adam"]
+    # One framework variant each; the CNN only (the MLP and ResNet-18 go through the same code).
+    variants = ["lamina", "lamina-bf16", "keras", "sonnet", "torch"]
     out = _run([str(BENCH / "train_step.py"), "--smoke", "--nets", "cnn", "--frameworks", ",".join(variants)])
     assert "### cnn (batch 4)" in out
     assert "| variant" in out and "ms/step" in out and "% matmul" in out
