@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any, Callable, List, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one small tf.function per kernel and shape: retracing is the point
 
-from common import format_table, machine_info  # noqa: E402
+from common import format_table, machine_info, time_window  # noqa: E402
 
 # (name, batch, spatial size, in channels, out channels): stride-1 3x3 "same" convs.
 CNN_CONVS = [("cnn conv 1->32 @28", 128, 28, 1, 32), ("cnn conv 32->32 @28", 128, 28, 32, 32),
@@ -43,14 +42,8 @@ RESNET_CONVS = [("resnet 64 @32", 64, 32, 64, 64), ("resnet 128 @16", 64, 16, 12
 def best_ms(fn: Callable[..., Any], *args: Any, calls: int, repeats: int) -> float:
     """Best-of-``repeats`` mean milliseconds per call of ``fn(*args)`` (result read back once per window)."""
     fn(*args)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        tf.nest.flatten(out)[0].numpy()
-        best = min(best, (time.perf_counter() - start) / calls * 1e3)
-    return best
+    return min(time_window(lambda: fn(*args), calls, lambda out: tf.nest.flatten(out)[0].numpy())
+               for _ in range(repeats))
 
 
 def conv_kernels(batch: int, size: int, cin: int, cout: int, dtype: tf.DType, fmt: str,

@@ -56,34 +56,29 @@ def _nonneg_int(name: str) -> Callable[[Any], int]:
     return _int_at_least(name, 0, "non-negative integer")
 
 
-def _positive_float(name: str) -> Callable[[Any], float]:
+def _float_where(name: str, ok: Callable[[float], bool], noun: str) -> Callable[[Any], float]:
+    """A converter to a float for which ``ok`` holds; errors say ``{name} must be a {noun}``."""
+
     def conv(value: Any) -> float:
         try:
             if isinstance(value, bool):
                 raise ValueError
             out = float(value)
         except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a positive number, got {value!r}") from None
-        if not out > 0 or not math.isfinite(out):
-            raise CLIError(f"{name} must be a positive number, got {value!r}")
+            raise CLIError(f"{name} must be a {noun}, got {value!r}") from None
+        if not ok(out):
+            raise CLIError(f"{name} must be a {noun}, got {value!r}")
         return out
 
     return conv
+
+
+def _positive_float(name: str) -> Callable[[Any], float]:
+    return _float_where(name, lambda v: v > 0 and math.isfinite(v), "positive number")
 
 
 def _fraction(name: str) -> Callable[[Any], float]:
-    def conv(value: Any) -> float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a number in [0, 1), got {value!r}") from None
-        if not 0.0 <= out < 1.0:
-            raise CLIError(f"{name} must be a number in [0, 1), got {value!r}")
-        return out
-
-    return conv
+    return _float_where(name, lambda v: 0.0 <= v < 1.0, "number in [0, 1)")
 
 
 def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
