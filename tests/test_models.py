@@ -392,11 +392,15 @@ def test_resnet_traces_with_unknown_batch_and_errors():
         model(tf.zeros((2, 16, 16)))
 
 
-@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
-def test_convnet_half_precision_activation_after_pool_is_exact(dtype):
-    """In half precision the blocks apply ReLU after the max-pool; function and gradients are unchanged."""
-    model = ConvNet(10, widths=(8, 16), hidden=32)
-    x = tf.cast(tf.random.stateless_normal([4, 12, 12, 1], seed=[1, 2]), dtype)
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16, tf.float16])
+def test_convnet_pooled_side_gradient_matches_composite(dtype, activation):
+    """The blocks' last conv + bias + activation + pool, backpropagated on the pooled
+    side, give the composite's function and gradients (weights and input bit-equal,
+    bias sums up to their order). Odd sizes (13 -> 6) drop a row and column."""
+    model = ConvNet(10, widths=(8, 16), hidden=32, activation=activation)
+    # Scaled so that ReLU6 also clips (inputs of the activation beyond 6).
+    x = tf.cast(4.0 * tf.random.stateless_normal([4, 13, 13, 1], seed=[1, 2]), dtype)
     model(x)
     up = tf.random.stateless_normal([4, 10], seed=[3, 4])
 
@@ -405,13 +409,20 @@ def test_convnet_half_precision_activation_after_pool_is_exact(dtype):
             tape.watch(x)
             loss = tf.reduce_sum(tf.cast(model(x), tf.float32) * up)
         grads = tape.gradient(loss, [x] + list(model.trainable_variables))
-        return [tf.cast(g, tf.float32).numpy() for g in grads] + [loss.numpy()]
+        return [tf.cast(g, tf.float32).numpy() for g in grads], loss.numpy()
 
-    assert all(b._act_after_pool for b in model.blocks)
-    after = run()
+    assert all(b._pool_act == activation for b in model.blocks)
+    fused, fused_loss = run()
     for b in model.blocks:
-        b._act_after_pool = False
-        b.convs[-1].activation = b.act  # the plain order: conv + ReLU, then pool
-    before = run()
-    for a, b in zip(after, before):
-        np.testing.assert_array_equal(a, b)
+        b._pool_act = None  # the composite: conv + bias + activation, pool, differentiated by TF
+    plain, plain_loss = run()
+    np.testing.assert_array_equal(fused_loss, plain_loss)
+    paths = ["input"] + [v.name for v in model.trainable_variables]
+    for path, f, p in zip(paths, fused, plain):
+        if "block" in path and path.endswith("conv_1/bias:0"):
+            scale = np.abs(p).max() + 1e-12
+            tol = 1e-5 if dtype == tf.float32 else 1e-2
+            np.testing.assert_allclose(f, p, atol=tol * scale, err_msg=path)
+            assert np.abs(p).max() > 0, path
+        else:
+            np.testing.assert_array_equal(f, p, err_msg=path)

@@ -287,11 +287,14 @@ class ConvND(_ConvLayer):
         y = tf.nn.conv2d(x, w, strides=(1, *strides, 1), padding=padding, dilations=(1, *dilation, 1))
         return tf.squeeze(y, 1) if n == 1 else y
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, *, finish: bool = True) -> tf.Tensor:
         """Applies the convolution.
 
         Args:
           x: a floating tensor of shape ``(N, *spatial, C)`` (or ``(N, C, *spatial)``).
+          finish: add the bias and apply the activation. ``False`` returns the
+            convolution alone, for a caller that applies them itself later (as
+            ``ConvBlock`` does after its max-pool).
 
         Returns:
           The convolved tensor, in the same data format.
@@ -309,6 +312,8 @@ class ConvND(_ConvLayer):
             xs = tf.split(x, self.groups, axis=-1)
             ws = tf.split(w, self.groups, axis=-1)
             y = tf.concat([self._conv(xi, wi) for xi, wi in zip(xs, ws)], axis=-1)
+        if not finish:
+            return to_data_format(y, n, self.data_format)
         return self._finish(y, n)
 
 
