@@ -460,17 +460,20 @@ def test_depthwise_bad_inputs():
 
 
 @pytest.mark.parametrize(
-    "size, kernel, stride, pairs, want",
+    "size, kernel, stride, pairs, want, padded",
     [
-        (8, 3, 2, (0, 1), "SAME"),   # what SAME pads for an even input at stride 2
-        (8, 3, 2, (1, 1), "pad"),    # PyTorch-style symmetric padding: not SAME here
-        (9, 3, 2, (1, 1), "SAME"),   # ... but it is for an odd input
-        (8, 1, 2, (0, 0), "VALID"),  # a ResNet 1x1 projection
-        (8, 5, 1, (2, 2), "SAME"),
-        (8, 3, 1, (2, 0), "pad"),
+        (8, 3, 2, (0, 1), "SAME", 8),   # what SAME pads for an even input at stride 2
+        (8, 3, 2, (1, 1), "pad", 9),    # PyTorch-style symmetric padding: not SAME; the last row is never read
+        (9, 3, 2, (1, 1), "SAME", 9),   # ... but it is SAME for an odd input
+        (8, 1, 2, (0, 0), "VALID", 8),  # a ResNet 1x1 projection
+        (8, 5, 1, (2, 2), "SAME", 8),
+        (8, 3, 1, (2, 0), "pad", 10),
+        (8, 3, 2, (0, 2), "SAME", 8),   # trailing padding no window reads is dropped: (0, 1)
+        (7, 3, 2, (0, 1), "VALID", 7),  # ... all of it
+        (8, 3, 3, (2, 3), "pad", 12),   # stride 3: windows end at 12 of 13 -> (2, 2)
     ],
 )
-def test_explicit_padding_runs_as_builtin_padding_with_identical_results(size, kernel, stride, pairs, want):
+def test_explicit_padding_runs_as_builtin_padding_with_identical_results(size, kernel, stride, pairs, want, padded):
     from lamina.layers._utils import builtin_padding
 
     x = tf.constant(np.random.RandomState(0).randn(2, size, size, 3).astype(np.float32))
@@ -478,6 +481,7 @@ def test_explicit_padding_runs_as_builtin_padding_with_identical_results(size, k
     padding, xp = builtin_padding(x, [pairs, pairs], (kernel, kernel), (stride, stride), (1, 1))
     assert padding == ("VALID" if want == "pad" else want)
     assert (xp is x) == (want != "pad")
+    assert xp.shape[1:3] == (padded, padded)
     got = tf.nn.conv2d(xp, w, stride, padding)
     ref = tf.nn.conv2d(x, w, stride, [[0, 0], list(pairs), list(pairs), [0, 0]])  # the op's own explicit padding
     assert_close(got, ref, atol=1e-5, rtol=1e-5)

@@ -156,6 +156,21 @@ def same_padding_pairs(size: Optional[int], kernel: int, stride: int, dilation: 
     return total // 2, total - total // 2
 
 
+def _trim_unread(pair: Tuple[int, int], size: Optional[int], kernel: int, stride: int, dilation: int
+                 ) -> Tuple[int, int]:
+    """``pair`` without the trailing padding no window reads (e.g. stride 2, pad 1, even size: (1, 0)).
+
+    Unchanged when ``size`` is unknown.
+    """
+    before, after = pair
+    if size is None or after == 0:
+        return pair
+    span = (kernel - 1) * dilation + 1
+    out = (size + before + after - span) // stride + 1
+    read = (out - 1) * stride + span  # padded positions the windows cover
+    return before, max(0, min(after, read - before - size))
+
+
 def builtin_padding(
     x: tf.Tensor,
     pairs: Sequence[Sequence[int]],
@@ -170,7 +185,9 @@ def builtin_padding(
     reject dilation; so explicit padding never reaches the op. Pairs equal to
     what ``"SAME"`` pads for this input (known without its size at stride 1,
     from its static size otherwise) become ``"SAME"``, all-zero pairs
-    ``"VALID"``, anything else ``tf.pad`` + ``"VALID"``. Same results.
+    ``"VALID"``, anything else ``tf.pad`` + ``"VALID"``. Trailing padding that no
+    window reads is dropped first (stride 2, pad 1 on an even size pads (1, 0):
+    a smaller tensor to pad, convolve back through and slice). Same results.
 
     Args:
       x: the channels-last input.
@@ -182,10 +199,11 @@ def builtin_padding(
     Returns:
       ``(padding, x)`` to pass to the convolution op.
     """
-    pairs = [tuple(int(v) for v in p) for p in pairs]
+    spatial = x.shape[1:-1]
+    pairs = [_trim_unread(tuple(int(v) for v in p), s, k, st, d)
+             for p, s, k, st, d in zip(pairs, spatial, kernel_size, strides, dilation)]
     if all(p == (0, 0) for p in pairs):
         return "VALID", x
-    spatial = x.shape[1:-1]
     if pairs == [same_padding_pairs(s, k, st, d) for s, k, st, d in zip(spatial, kernel_size, strides, dilation)]:
         return "SAME", x
     return "VALID", tf.pad(x, channels_last_padding(pairs))
