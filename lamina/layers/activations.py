@@ -114,6 +114,18 @@ _BY_NAME = {
 }
 
 
+def activation_key(activation: Union[None, str, Callable]) -> Optional[str]:
+    """The normalized name of an activation given by name (``" ReLU-6"`` -> ``"relu_6"``).
+
+    Args:
+      activation: ``None``, a name or a callable.
+
+    Returns:
+      The lower-case name with ``-`` as ``_``; ``None`` for ``None`` or a callable.
+    """
+    return activation.strip().lower().replace("-", "_") if isinstance(activation, str) else None
+
+
 def get_activation(activation: Union[None, str, Callable], owner: str = "activation") -> Optional[Callable]:
     """Resolves ``activation`` given as ``None``, a case-insensitive name or a callable.
 
@@ -130,7 +142,7 @@ def get_activation(activation: Union[None, str, Callable], owner: str = "activat
     if activation is None:
         return None
     if isinstance(activation, str):
-        key = activation.strip().lower().replace("-", "_")
+        key = activation_key(activation)
         if key not in _BY_NAME:
             raise ValueError(f"{owner}: unknown activation {activation!r}; expected one of {sorted(_BY_NAME)}")
         return _BY_NAME[key]

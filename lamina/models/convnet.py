@@ -14,8 +14,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from lamina import initializers
-from lamina.layers._utils import normalize_data_format, positive_int
-from lamina.layers.activations import get_activation
+from lamina.layers._utils import cast_like, normalize_data_format, positive_int
+from lamina.layers.activations import activation_key, get_activation
 from lamina.layers.conv import Conv2D
 from lamina.layers.dropout import Dropout
 from lamina.layers.linear import Linear
@@ -48,8 +48,7 @@ def default_init_for(activation: Union[None, str, Callable]) -> initializers.Ini
     if activation is None:
         return initializers.LecunNormal()
     if isinstance(activation, str):
-        key = activation.strip().lower().replace("-", "_")
-        return initializers.HeNormal() if key in _RELU_LIKE else initializers.LecunNormal()
+        return initializers.HeNormal() if activation_key(activation) in _RELU_LIKE else initializers.LecunNormal()
     return initializers.HeNormal()
 
 
@@ -147,7 +146,7 @@ class ConvBlock(Module):
         self.norms: List[BatchNorm] = []
         # Without batch norm, a ReLU or ReLU6 and a pool: the last conv, its bias, the
         # activation and the pool run as ``_activated_max_pool`` (channels last).
-        key = activation.strip().lower().replace("-", "_") if isinstance(activation, str) else None
+        key = activation_key(activation)
         self._pool_act = (
             key if pool and not self.batch_norm and key in _POOL_COMMUTING and self.data_format == "channels_last"
             else None
@@ -188,7 +187,7 @@ class ConvBlock(Module):
         for j, conv in enumerate(self.convs):
             if fused and j == len(self.convs) - 1:
                 y = conv(x, finish=False)
-                return _activated_max_pool(y, tf.cast(conv.bias, y.dtype), self._pool_act, self.pool)
+                return _activated_max_pool(y, cast_like(conv.bias, y), self._pool_act, self.pool)
             x = conv(x)
             if self.batch_norm:
                 x = self.norms[j](x, training=training)
