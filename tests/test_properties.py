@@ -112,6 +112,28 @@ def test_conv_transpose_output_length_formula(length, kernel, stride, dilation, 
 
 
 # ----------------------------------------------------------- convolution
+def _checked_output(layer, cls, x_last, fmt, want, channels, empty_event="input too small", empty_match=".*too small"):
+    """Calls ``layer`` on ``x_last`` (given in ``fmt``) and checks the output shape and ``output_shape`` against ``want``.
+
+    When ``want`` has an empty dimension, checks the clear error instead and returns ``None``;
+    else returns ``(x, y, expect)``: the input as given, the output and its expected shape.
+    """
+    n = len(want)
+    x = x_last if fmt == "channels_last" else _to_first(x_last, n)
+    if min(want) < 1:
+        event(empty_event)
+        with pytest.raises(ValueError, match="^" + _prefix(cls) + empty_match):
+            layer(x)
+        return None
+    event("compared with the reference")
+    y = layer(x)
+    batch = x_last.shape[0]
+    expect = (batch, *want, channels) if fmt == "channels_last" else (batch, channels, *want)
+    assert tuple(y.shape) == expect
+    assert tuple(layer.output_shape(tuple(x.shape))) == expect
+    return x, y, expect
+
+
 @st.composite
 def conv_cases(draw):
     n = draw(st.integers(1, 3))
@@ -162,19 +184,11 @@ def test_conv_shape_and_values_match_formula_and_tf_nn_convolution(case):
             want.append((length - eff) // case["strides"][i] + 1)
         else:
             want.append((length + sum(pads[i]) - eff) // case["strides"][i] + 1)
-    last_shape = (case["batch"], *case["spatial"], case["in_ch"])
-    x_last = tf.constant(_random(last_shape, case["seed"]))
-    x = x_last if fmt == "channels_last" else _to_first(x_last, n)
-    if min(want) < 1:
-        event("input too small")
-        with pytest.raises(ValueError, match="^" + _prefix(cls) + ".*too small"):
-            layer(x)
+    x_last = tf.constant(_random((case["batch"], *case["spatial"], case["in_ch"]), case["seed"]))
+    checked = _checked_output(layer, cls, x_last, fmt, want, case["filters"])
+    if checked is None:
         return
-    event("compared with the reference")
-    y = layer(x)
-    expect = (case["batch"], *want, case["filters"]) if fmt == "channels_last" else (case["batch"], case["filters"], *want)
-    assert tuple(y.shape) == expect
-    assert tuple(layer.output_shape(tuple(x.shape))) == expect
+    x, _, expect = checked
     layer.bias.assign(_random(layer.bias.shape, case["seed"] + 1))
     y = layer(x)
     ref = _reference_conv(x_last, layer.weights, layer.bias, case)
@@ -209,17 +223,10 @@ def test_pool_shape_and_values_match_formula_and_tf_nn_pool(case):
     same = case["padding"].upper() == "SAME"
     want = [-(-L // st_) if same else (L - k) // st_ + 1 for L, k, st_ in zip(case["spatial"], case["pool"], strides)]
     x_last = tf.constant(_random((case["batch"], *case["spatial"], case["channels"]), case["seed"]))
-    x = x_last if fmt == "channels_last" else _to_first(x_last, n)
-    if min(want) < 1:
-        event("input too small")
-        with pytest.raises(ValueError, match="^" + _prefix(cls) + ".*too small"):
-            layer(x)
+    checked = _checked_output(layer, cls, x_last, fmt, want, case["channels"])
+    if checked is None:
         return
-    event("compared with the reference")
-    y = layer(x)
-    expect = (case["batch"], *want, case["channels"]) if fmt == "channels_last" else (case["batch"], case["channels"], *want)
-    assert tuple(y.shape) == expect
-    assert tuple(layer.output_shape(tuple(x.shape))) == expect
+    _, y, _ = checked
     y_last = y if fmt == "channels_last" else _to_last(y, n)
     ref = _numpy_pool(x_last.numpy(), case["pool"], strides, same, case["reduction"])
     np.testing.assert_allclose(y_last.numpy(), ref, rtol=1e-5, atol=1e-5)
@@ -319,17 +326,10 @@ def test_conv_transpose_shape_and_values_match_formula_and_adjoint(case):
             crop = 0 if pads == "VALID" else sum(pads[i])
             want.append((length - 1) * s + d * (k - 1) + 1 - crop + (op or 0))
     x_last = tf.constant(_random((case["batch"], *case["spatial"], case["in_ch"]), case["seed"]))
-    x = x_last if fmt == "channels_last" else _to_first(x_last, n)
-    if min(want) < 1:
-        event("cropped to nothing")
-        with pytest.raises(ValueError, match="^" + _prefix(cls)):
-            layer(x)
+    checked = _checked_output(layer, cls, x_last, fmt, want, case["filters"], "cropped to nothing", "")
+    if checked is None:
         return
-    event("compared with the reference")
-    y = layer(x)
-    expect = (case["batch"], *want, case["filters"]) if fmt == "channels_last" else (case["batch"], case["filters"], *want)
-    assert tuple(y.shape) == expect
-    assert tuple(layer.output_shape(tuple(x.shape))) == expect
+    x, _, expect = checked
     layer.bias.assign(_random(layer.bias.shape, case["seed"] + 1))
     y = layer(x)
     ref = _reference_transpose(x_last, layer.weights, layer.bias, case, want)
