@@ -26,7 +26,7 @@ from lamina.export.onnx import ONNXRunner
 from lamina.export.onnx import onnx
 from lamina.export.safetensors import load_file, load_weights, save_file, save_weights
 from lamina.export.predict import Predictor, load_predictor, predict_files
-from lamina.export.cli import export_run
+from lamina.export.run_export import export_run
 
 __all__ = [
     "METADATA_NAME",

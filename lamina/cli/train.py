@@ -1,132 +1,18 @@
-"""The ``lamina`` command line: ``train`` (the main job), ``evaluate``, ``summary``, ``export``, ``predict``.
-
-``lamina train`` with no arguments trains the default ``ConvNet`` on the bundled
-digits data set and prints the test accuracy and the time it took. Every usage
-or input error prints one line ``lamina: error: ...`` and exits with code 2;
-nothing prints a traceback unless ``LAMINA_DEBUG=1``.
-"""
+"""``lamina train`` (the main job), ``lamina evaluate`` and ``lamina summary``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import signal
-import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from lamina.cli.common import (
+    CLIError, boolean, choice, fraction, nonneg_int, optional, positive_float, positive_int, dims, string,
+)
 
-__all__ = ["main", "CLIError", "TRAIN_OPTIONS"]
-
-
-class CLIError(Exception):
-    """A usage or input error: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
-        raise CLIError(f"{self.prog}: {message}")
-
-
-def _int_at_least(name: str, minimum: int, noun: str) -> Callable[[Any], int]:
-    """A converter to an int >= ``minimum``; errors say ``{name} must be a {noun}``."""
-
-    def conv(value: Any) -> int:
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}") from None
-        if out < minimum:
-            raise CLIError(f"{name} must be a {noun}, got {value!r}")
-        return out
-
-    return conv
-
-
-def _positive_int(name: str) -> Callable[[Any], int]:
-    return _int_at_least(name, 1, "positive integer")
-
-
-def _nonneg_int(name: str) -> Callable[[Any], int]:
-    return _int_at_least(name, 0, "non-negative integer")
-
-
-def _float_where(name: str, ok: Callable[[float], bool], noun: str) -> Callable[[Any], float]:
-    """A converter to a float for which ``ok`` holds; errors say ``{name} must be a {noun}``."""
-
-    def conv(value: Any) -> float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}") from None
-        if not ok(out):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}")
-        return out
-
-    return conv
-
-
-def _positive_float(name: str) -> Callable[[Any], float]:
-    return _float_where(name, lambda v: v > 0 and math.isfinite(v), "positive number")
-
-
-def _fraction(name: str) -> Callable[[Any], float]:
-    return _float_where(name, lambda v: 0.0 <= v < 1.0, "number in [0, 1)")
-
-
-def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise CLIError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value.lower()
-
-    return conv
-
-
-def _string(name: str) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise CLIError(f"{name} must be a non-empty string, got {value!r}")
-        return value
-
-    return conv
-
-
-def _bool(name: str) -> Callable[[Any], bool]:
-    def conv(value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise CLIError(f"{name} must be true or false, got {value!r}")
-
-    return conv
-
-
-def _shape(name: str) -> Callable[[Any], List[int]]:
-    def conv(value: Any) -> List[int]:
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            out = [int(v) for v in items]
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be comma-separated positive integers like 28,28,1, got {value!r}") from None
-        if not out or any(v < 1 for v in out):
-            raise CLIError(f"{name} must be comma-separated positive integers like 28,28,1, got {value!r}")
-        return out
-
-    return conv
-
-
-def _optional(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None or (isinstance(v, str) and v.lower() in ("none", "null", "")) else conv(v)
-
+__all__ = ["TRAIN_OPTIONS", "add_parsers", "handlers"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
@@ -135,32 +21,32 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 
 # name: (converter, default, help). Flags override the --config file, which overrides the defaults.
 TRAIN_OPTIONS: Dict[str, tuple] = {
-    "model": (_string("--model"), "convnet", "model name (convnet, mlp, resnet18, resnet34, resnet50, ...)"),
-    "data": (_string("--data"), "digits", "data source: digits, a .npz, an IDX folder, an image folder, a .csv, mnist, cifar10, tfds:NAME"),
-    "epochs": (_positive_int("--epochs"), 20, "number of epochs"),
-    "batch_size": (_positive_int("--batch-size"), 32, "global batch size"),
-    "lr": (_positive_float("--lr"), 3e-3, "peak learning rate"),
-    "optimizer": (_choice("--optimizer", OPTIMIZERS), "adam", "optimizer: " + ", ".join(OPTIMIZERS)),
-    "schedule": (_choice("--schedule", SCHEDULES), "cosine", "learning-rate schedule: " + ", ".join(SCHEDULES)),
-    "warmup_epochs": (_nonneg_int("--warmup-epochs"), 1, "linear warm-up epochs (cosine schedule)"),
-    "weight_decay": (_optional(_positive_float("--weight-decay")), None, "weight decay (decoupled for adamw)"),
-    "label_smoothing": (_fraction("--label-smoothing"), 0.0, "label smoothing for the cross-entropy"),
-    "precision": (_choice("--precision", PRECISION_CHOICES), "float32", "numeric precision: " + ", ".join(PRECISION_CHOICES)),
-    "jit": (_bool("--jit"), False, "compile the step with XLA"),
-    "seed": (_nonneg_int("--seed"), 0, "random seed"),
-    "deterministic": (_bool("--deterministic"), False, "bit-identical reruns (TF op determinism)"),
-    "run_dir": (_optional(_string("--run-dir")), None, "run directory (default runs/<model>-<data>-<timestamp>)"),
-    "val_split": (_fraction("--val-split"), 0.1, "fraction of the training split held out for validation"),
-    "augment": (_optional(_string("--augment")), None, "augmentations, e.g. crop or crop,flip"),
-    "image_size": (_optional(_shape("--image-size")), None, "resize images to H,W (image folders)"),
-    "checkpoint_every": (_optional(_positive_int("--checkpoint-every")), None, "also checkpoint every N steps"),
-    "keep_checkpoints": (_positive_int("--keep-checkpoints"), 3, "recent checkpoints to keep"),
-    "patience": (_optional(_positive_int("--patience")), None, "early stopping patience in epochs"),
-    "grad_accum": (_positive_int("--grad-accum"), 1, "gradient accumulation steps"),
-    "clip_norm": (_optional(_positive_float("--clip-norm")), None, "clip gradients to this global norm"),
-    "strategy": (_choice("--strategy", STRATEGIES), "default", "distribution: " + ", ".join(STRATEGIES)),
-    "max_steps": (_optional(_positive_int("--max-steps")), None, "stop after N steps (smoke tests)"),
-    "check_numerics": (_bool("--check-numerics"), False, "stop at the first non-finite loss/gradient and name the module"),
+    "model": (string("--model"), "convnet", "model name (convnet, mlp, resnet18, resnet34, resnet50, ...)"),
+    "data": (string("--data"), "digits", "data source: digits, a .npz, an IDX folder, an image folder, a .csv, mnist, cifar10, tfds:NAME"),
+    "epochs": (positive_int("--epochs"), 20, "number of epochs"),
+    "batch_size": (positive_int("--batch-size"), 32, "global batch size"),
+    "lr": (positive_float("--lr"), 3e-3, "peak learning rate"),
+    "optimizer": (choice("--optimizer", OPTIMIZERS), "adam", "optimizer: " + ", ".join(OPTIMIZERS)),
+    "schedule": (choice("--schedule", SCHEDULES), "cosine", "learning-rate schedule: " + ", ".join(SCHEDULES)),
+    "warmup_epochs": (nonneg_int("--warmup-epochs"), 1, "linear warm-up epochs (cosine schedule)"),
+    "weight_decay": (optional(positive_float("--weight-decay")), None, "weight decay (decoupled for adamw)"),
+    "label_smoothing": (fraction("--label-smoothing"), 0.0, "label smoothing for the cross-entropy"),
+    "precision": (choice("--precision", PRECISION_CHOICES), "float32", "numeric precision: " + ", ".join(PRECISION_CHOICES)),
+    "jit": (boolean("--jit"), False, "compile the step with XLA"),
+    "seed": (nonneg_int("--seed"), 0, "random seed"),
+    "deterministic": (boolean("--deterministic"), False, "bit-identical reruns (TF op determinism)"),
+    "run_dir": (optional(string("--run-dir")), None, "run directory (default runs/<model>-<data>-<timestamp>)"),
+    "val_split": (fraction("--val-split"), 0.1, "fraction of the training split held out for validation"),
+    "augment": (optional(string("--augment")), None, "augmentations, e.g. crop or crop,flip"),
+    "image_size": (optional(dims("--image-size")), None, "resize images to H,W (image folders)"),
+    "checkpoint_every": (optional(positive_int("--checkpoint-every")), None, "also checkpoint every N steps"),
+    "keep_checkpoints": (positive_int("--keep-checkpoints"), 3, "recent checkpoints to keep"),
+    "patience": (optional(positive_int("--patience")), None, "early stopping patience in epochs"),
+    "grad_accum": (positive_int("--grad-accum"), 1, "gradient accumulation steps"),
+    "clip_norm": (optional(positive_float("--clip-norm")), None, "clip gradients to this global norm"),
+    "strategy": (choice("--strategy", STRATEGIES), "default", "distribution: " + ", ".join(STRATEGIES)),
+    "max_steps": (optional(positive_int("--max-steps")), None, "stop after N steps (smoke tests)"),
+    "check_numerics": (boolean("--check-numerics"), False, "stop at the first non-finite loss/gradient and name the module"),
 }
 
 
@@ -203,6 +89,22 @@ def _read_config_file(path: str) -> Dict[str, Any]:
         except CLIError as e:
             raise CLIError(f"config file {path!r}: {e}") from None
     return out
+
+
+def add_parsers(sub: Any) -> None:
+    """Adds ``train``, ``evaluate`` and ``summary`` to the ``lamina`` sub-command parsers.
+
+    Args:
+      sub: the ``add_subparsers()`` object of :func:`lamina.cli.build_parser`.
+    """
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_summary_parser(sub)
+
+
+def handlers() -> Dict[str, Any]:
+    """Returns ``{command: function(args) -> exit code}``."""
+    return {"train": _train, "evaluate": _evaluate, "summary": _summary}
 
 
 def _add_train_parser(sub: Any) -> None:
@@ -283,7 +185,6 @@ def _train(args: argparse.Namespace) -> int:
         raise CLIError("--strategy multiworker needs --run-dir (the same folder for every worker)")
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = _make_strategy(config["strategy"])
-    import numpy as np
 
     import lamina as lm
     from lamina import data as ld
@@ -401,7 +302,7 @@ def _add_evaluate_parser(sub: Any) -> None:
     p.add_argument("--data", default=None, help="another data source with the same input shape and classes")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=256)
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=256)
 
 
 def _check_checkpoint(run_dir: str, which: str) -> None:
@@ -466,7 +367,7 @@ def _add_summary_parser(sub: Any) -> None:
     p = sub.add_parser("summary", help="print a model's layer table", description="Print a model's summary table.")
     p.add_argument("--model", default="convnet", help="model name")
     p.add_argument("--input-shape", default="28,28,1", help="per-example input shape, e.g. 28,28,1")
-    p.add_argument("--num-classes", type=_positive_int("--num-classes"), default=10)
+    p.add_argument("--num-classes", type=positive_int("--num-classes"), default=10)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -475,120 +376,8 @@ def _summary(args: argparse.Namespace) -> int:
 
     if args.model.lower() not in model_names():
         raise CLIError(f"unknown model {args.model!r}; expected one of {', '.join(model_names())}")
-    shape = _shape("--input-shape")(args.input_shape)
+    shape = dims("--input-shape")(args.input_shape)
     kwargs = {"image_size": shape[:2]} if args.model.lower() == "vit" else {}
     model = create_model(args.model, args.num_classes, **kwargs)
     lm.summary(model, tuple(shape))
     return 0
-
-
-def _extra_commands() -> List[Any]:
-    """Sub-commands living next to their feature (export, predict), if present."""
-    mods = []
-    try:
-        from lamina.export import cli as export_cli
-
-        mods.append(export_cli)
-    except ImportError:
-        pass
-    return mods
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Builds the ``lamina`` argument parser.
-
-    Returns:
-      The parser.
-    """
-    parser = _Parser(prog="lamina", description="lamina: deep networks on TensorFlow's low-level API.")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_train_parser(sub)
-    _add_evaluate_parser(sub)
-    _add_summary_parser(sub)
-    for mod in _extra_commands():
-        mod.add_parsers(sub)
-    return parser
-
-
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the command line.
-
-    Args:
-      argv: arguments (default ``sys.argv[1:]``).
-
-    Returns:
-      The exit code: 0 success, 2 usage/input error, 1 internal error, 130 interrupted.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.version:
-            from lamina import __version__
-
-            print(f"lamina {__version__}")
-            return 0
-        if args.command is None:
-            parser.print_help()
-            return 2
-        try:
-            signal.signal(signal.SIGTERM, _sigterm)
-        except ValueError:  # not in the main thread
-            pass
-        handlers = {"train": _train, "evaluate": _evaluate, "summary": _summary}
-        for mod in _extra_commands():
-            handlers.update(mod.handlers())
-        return handlers[args.command](args)
-    except KeyboardInterrupt as e:
-        # The trainer re-raises with "at step N; checkpoint saved: PATH".
-        detail = " ".join(str(e).split())
-        print(f"lamina: interrupted {detail}" if detail else
-              "lamina: interrupted (a checkpoint was saved if a run was in progress)", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the one place errors become messages
-        if os.environ.get("LAMINA_DEBUG"):
-            raise
-        return _report(e)
-
-
-def _report(e: BaseException) -> int:
-    from lamina.train.run import RunDirError
-
-    # OSError: a full disk, an unwritable or missing path (the message names it).
-    user_errors: tuple = (CLIError, RunDirError, ValueError, TypeError, OSError)
-    try:
-        from lamina.data import DataError
-        from lamina.train.checkpoints import CheckpointError
-        from lamina.train.trainer import TrainingError
-
-        user_errors = user_errors + (DataError, CheckpointError, TrainingError)
-    except ImportError:  # pragma: no cover
-        pass
-    message = " ".join(str(e).split()) or type(e).__name__
-    # After the one line, nothing more: TensorFlow would otherwise log at exit about
-    # the objects of a failed checkpoint restore.
-    import logging
-
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(e, tf.errors.DataLossError):
-        # A corrupt or truncated file read by TensorFlow (a checkpoint, a SavedModel).
-        import re
-
-        text = re.sub(r"\s*\[Op:[^\]]*\]", "", re.sub(r"\{\{[^}]*\}\}", "", str(getattr(e, "message", "") or e)))
-        print(f"lamina: error: corrupt or truncated file: {' '.join(text.split())}", file=sys.stderr)
-        return 2
-    if isinstance(e, user_errors):
-        print(f"lamina: error: {message}", file=sys.stderr)
-        return 2
-    print(f"lamina: internal error: {type(e).__name__}: {message} (set LAMINA_DEBUG=1 for the traceback)", file=sys.stderr)
-    return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
