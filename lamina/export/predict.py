@@ -81,7 +81,8 @@ class Predictor:
 def _from_run(path: str, which: str) -> Predictor:
     from lamina.train.run import load_run
 
-    model, config = load_run(path, which)
+    model, record = load_run(path, which)
+    config = record.to_json()
     preprocessing = run_preprocessing(config)
     serving = ServingModule(model, config["input_shape"], preprocessing, config.get("class_names"))
     return Predictor(path, "run", serving.input_shape_list, serving.class_name_list, preprocessing["raw_max"],

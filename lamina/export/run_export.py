@@ -63,7 +63,8 @@ def export_run(
     if quantize is not None and fmt != "tflite":
         raise ValueError(f"lamina export: --quantize applies to --format tflite only, got --format {fmt}")
     say = printer(verbose)
-    model, config = load_run(run_dir, which)
+    model, record = load_run(run_dir, which)
+    config = record.to_json()
     preprocessing = run_preprocessing(config)
     ds, reason = _load_data(config)
     sample = None
