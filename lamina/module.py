@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Module", "InputSpec", "call_with_training", "observe_calls"]
+__all__ = ["Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls"]
 
 _ctor = threading.local()
 _observers = threading.local()
@@ -315,6 +315,21 @@ def _accepts_training(fn: Callable) -> bool:
     return "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def accepts_training(layer: Callable) -> bool:
+    """Whether ``layer(..., training=...)`` is accepted (its ``__call__`` has ``training`` or ``**kwargs``).
+
+    Args:
+      layer: a module or any callable.
+
+    Returns:
+      ``True`` if a ``training`` keyword can be passed.
+    """
+    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
+    if getattr(fn, "__wrapped__", None) is not None:
+        fn = fn.__wrapped__
+    return _accepts_training(fn)
+
+
 def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any:
     """Calls ``layer(x, training=training)`` if it takes ``training``, else ``layer(x)``.
 
@@ -326,9 +341,6 @@ def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any
     Returns:
       The layer's output.
     """
-    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
-    if getattr(fn, "__wrapped__", None) is not None:
-        fn = fn.__wrapped__
-    if _accepts_training(fn):
+    if accepts_training(layer):
         return layer(x, training=training)
     return layer(x)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from lamina.export.versions import resolve_export_dir
 from lamina.export.saved_model import (
     INPUT_NAME,
     METADATA_NAME,
@@ -136,7 +137,9 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
 
     Args:
       path: a directory from ``lamina train`` or ``lamina export`` (or any
-        SavedModel with a ``serving_default`` signature taking ``image``).
+        SavedModel with a ``serving_default`` signature taking ``image``); for
+        a SavedModel in TF Serving's layout, the model's base folder (its
+        highest version is used) or one version folder.
       which: checkpoint of a run directory, ``"best"`` or ``"latest"``.
 
     Returns:
@@ -151,7 +154,12 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
         raise ValueError(f"{path} is a file; expected a run directory (config.json) or an export directory ({METADATA_NAME})")
     if os.path.exists(os.path.join(path, "config.json")):
         return _from_run(path, which)
+    path = resolve_export_dir(path)
     meta = read_metadata(path) if os.path.exists(os.path.join(path, METADATA_NAME)) else None
+    if meta is not None and meta.get("kind") == "module":
+        inputs = ", ".join(f"{n} {s['dtype']} {s['shape']}" for n, s in meta["signature"]["inputs"].items())
+        raise ValueError(f"{path} exports a module with inputs {inputs}, not an image classifier; "
+                         f"lamina predict classifies images: load it with lamina.export.load({path!r})")
     if meta is not None:
         for key in ("format", "input_shape", "class_names", "preprocessing"):
             if key not in meta:
