@@ -39,7 +39,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--output", default=None, help="output directory (default RUN_DIR/export/<format>)")
     p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")
     p.add_argument("--opset", type=positive_int("--opset"), default=17, help="ONNX opset (default 17)")
-    p.add_argument("--version", type=positive_int("--version"), default=None,
+    p.add_argument("--version", dest="serving_version", type=positive_int("--version"), default=None,
                    help="SavedModel only: write OUTPUT/<version>/ (TF Serving's layout; default: the next integer)")
 
     q = sub.add_parser("predict", help="classify image files with a run or an export",
@@ -64,7 +64,7 @@ def handlers() -> Dict[str, Callable[[argparse.Namespace], int]]:
 
 def _export(args: argparse.Namespace) -> int:
     export_run(args.run_dir, args.format, output=args.output, quantize=args.quantize, which=args.checkpoint, opset=args.opset,
-               version=args.version)
+               version=args.serving_version)
     return 0
 
 
