@@ -1,8 +1,6 @@
 """TF Serving's layout (<base>/<version>/saved_model.pb), its signature as saved_model_cli shows it, LiteRT."""
 
-import contextlib
 import importlib
-import io
 import json
 import os
 import shutil
@@ -16,18 +14,10 @@ import tensorflow as tf
 from PIL import Image
 
 import lamina as lm
-from conftest import train_run
-from lamina.cli import main
+from conftest import run_cli, train_run
 from lamina.export.saved_model import METADATA_NAME
 
 tfl = importlib.import_module("lamina.export.tflite")  # the module (lamina.export.tflite is the function)
-
-
-def run_cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

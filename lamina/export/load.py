@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 import numpy as np
 
-from lamina.export.saved_model import METADATA_NAME, SIGNATURE_KEY, one_line, read_metadata
+from lamina.export.saved_model import METADATA_NAME, load_signature, read_metadata
 from lamina.export.signature import feed_inputs
 from lamina.export.versions import resolve_export_dir
 
@@ -60,13 +60,7 @@ class ExportedModel:
 def _saved_model(path: str, meta: Dict[str, Any]) -> ExportedModel:
     import tensorflow as tf
 
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # unreadable or foreign SavedModel
-        raise ValueError(f"cannot load SavedModel {path}: {one_line(e, 200)}") from None
-    if SIGNATURE_KEY not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no {SIGNATURE_KEY!r} signature, got {sorted(loaded.signatures)}")
-    fn = loaded.signatures[SIGNATURE_KEY]
+    fn = load_signature(path)
     specs = fn.structured_input_signature[1]
     names = meta.get("input_names") or sorted(specs)  # the order of positional inputs
 
@@ -79,7 +73,6 @@ def _saved_model(path: str, meta: Dict[str, Any]) -> ExportedModel:
             tensors[k] = t
         return fn(**tensors)
 
-    run.loaded = loaded  # type: ignore[attr-defined]  # keeps the variables alive
     return ExportedModel(path, "savedmodel", names, run, meta)
 
 

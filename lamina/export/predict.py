@@ -22,10 +22,9 @@ from lamina.export.versions import resolve_export_dir
 from lamina.export.saved_model import (
     INPUT_NAME,
     METADATA_NAME,
-    SIGNATURE_KEY,
     ServingModule,
+    load_signature,
     normalize_preprocessing,
-    one_line,
     read_metadata,
     run_preprocessing,
 )
@@ -90,13 +89,8 @@ def _from_run(path: str, which: str) -> Predictor:
 
 
 def _from_saved_model(path: str, meta: Optional[Dict[str, Any]]) -> Predictor:
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # unreadable or foreign SavedModel
-        raise ValueError(f"cannot load SavedModel {path}: {one_line(e, 200)}") from None
-    if SIGNATURE_KEY not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no {SIGNATURE_KEY!r} signature, got {sorted(loaded.signatures)}")
-    fn = loaded.signatures[SIGNATURE_KEY]
+    fn = load_signature(path)
+    loaded = fn.loaded
     specs = fn.structured_input_signature[1]
     outputs = fn.structured_outputs
     if INPUT_NAME not in specs or "probabilities" not in outputs:

@@ -34,8 +34,10 @@ __all__ = [
     "max_difference",
     "saved_model",
     "read_metadata",
+    "load_signature",
     "ensure_built",
     "check_difference",
+    "enforce_tolerance",
     "write_export_dir",
     "base_metadata",
     "save_serving",
@@ -275,11 +277,30 @@ def check_difference(fmt: str, diff: Mapping[str, float], tolerance: float, n: i
     text = (f"{fmt}: verified on {n} examples: max |difference| logits {diff['logits']:.3g}, "
             f"probabilities {diff['probabilities']:.3g} (tolerance {tolerance:g}); "
             f"{diff['class_id_mismatches']} class_id mismatches")
+    enforce_tolerance(fmt, text, diff["max_difference"], tolerance, n, say, "model")
+
+
+def enforce_tolerance(fmt: str, text: str, difference: float, tolerance: float, n: int, say: Callable[[str], None],
+                      what: str) -> None:
+    """Prints a self-check line and raises if the difference is above tolerance.
+
+    Args:
+      fmt: format name for the message.
+      text: the line to print.
+      difference: the checked quantity.
+      tolerance: its allowed maximum.
+      n: number of examples compared.
+      say: print function.
+      what: ``"model"`` or ``"module"``, for the message.
+
+    Raises:
+      ExportError: if ``difference > tolerance`` (or is NaN).
+    """
     say(text)
-    if not diff["max_difference"] <= tolerance:
+    if not difference <= tolerance:
         raise ExportError(
-            f"lamina.export: {fmt} output differs from the original model: max difference "
-            f"{diff['max_difference']:.3g} > tolerance {tolerance:g} on {n} examples; nothing was written"
+            f"lamina.export: {fmt} output differs from the original {what}: max difference "
+            f"{difference:.3g} > tolerance {tolerance:g} on {n} examples; nothing was written"
         )
 
 
@@ -530,6 +551,29 @@ def _module_saved_model(model: Any, path: str, input_signature: Any, input_shape
         return meta
 
     return write_export_dir(path, fill)
+
+
+def load_signature(path: str) -> Any:
+    """Loads a SavedModel and returns its ``serving_default`` function (it keeps the loaded object alive).
+
+    Args:
+      path: a SavedModel folder.
+
+    Returns:
+      The signature's concrete function.
+
+    Raises:
+      ValueError: if it cannot be loaded or has no ``serving_default`` signature.
+    """
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # unreadable or foreign SavedModel
+        raise ValueError(f"cannot load SavedModel {path}: {one_line(e, 200)}") from None
+    if SIGNATURE_KEY not in loaded.signatures:
+        raise ValueError(f"SavedModel {path} has no {SIGNATURE_KEY!r} signature, got {sorted(loaded.signatures)}")
+    fn = loaded.signatures[SIGNATURE_KEY]
+    fn.loaded = loaded  # the variables live as long as the function
+    return fn
 
 
 def read_metadata(path: str) -> Dict[str, Any]:

@@ -266,17 +266,13 @@ def check_outputs(fmt: str, diff: Mapping[str, Any], tolerance: float, n: int, s
     Raises:
       ExportError: if ``diff["max_difference"] > tolerance``.
     """
-    from lamina.export.saved_model import ExportError
+    from lamina.export.saved_model import enforce_tolerance
 
     parts = []
     for name, d in diff["outputs"].items():
         parts.append(f"{name} {d['max_abs']:.3g}" if "max_abs" in d else f"{name} {d['mismatches']} mismatches")
-    say(f"{fmt}: verified on {n} examples: max |difference| {', '.join(parts)} (tolerance {tolerance:g})")
-    if not diff["max_difference"] <= tolerance:
-        raise ExportError(
-            f"lamina.export: {fmt} output differs from the original module: max difference "
-            f"{diff['max_difference']:.3g} > tolerance {tolerance:g} on {n} examples; nothing was written"
-        )
+    text = f"{fmt}: verified on {n} examples: max |difference| {', '.join(parts)} (tolerance {tolerance:g})"
+    enforce_tolerance(fmt, text, diff["max_difference"], tolerance, n, say, "module")
 
 
 def _spec_record(spec: tf.TensorSpec) -> Dict[str, Any]:

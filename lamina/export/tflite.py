@@ -175,8 +175,17 @@ def _representative(data: Any, input_shape: Sequence[int], limit: int = 200) -> 
     return gen
 
 
-def _convert(serving: Any, tmp: str, quantize: Optional[str], representative: Any) -> bytes:
-    """Converts ``serving``'s ``serve`` signature (saved to a scratch SavedModel in ``tmp``) to TFLite bytes."""
+def _convert(serving: Any, tmp: str, quantize: Optional[str], representative: Any) -> Tuple[bytes, "TFLiteRunner"]:
+    """Converts ``serving``'s ``serve`` signature to ``tmp/model.tflite``; returns its bytes and a runner on it."""
+    content = _converted_bytes(serving, tmp, quantize, representative)
+    file = os.path.join(tmp, TFLITE_FILE)
+    with open(file, "wb") as f:
+        f.write(content)
+    return content, TFLiteRunner(file)
+
+
+def _converted_bytes(serving: Any, tmp: str, quantize: Optional[str], representative: Any) -> bytes:
+    """The TFLite flatbuffer of ``serving.serve`` (saved to a scratch SavedModel in ``tmp`` first)."""
     with tempfile.TemporaryDirectory(dir=tmp) as scratch:
         save_serving(serving, scratch)
         converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=[SIGNATURE_KEY])
@@ -209,11 +218,7 @@ def _module_tflite(model: Any, path: str, input_signature: Any, quantize: Option
     fmt = "tflite" + (f" ({quantize})" if quantize else "")
 
     def fill(tmp: str) -> Dict[str, Any]:
-        content = _convert(serving, tmp, quantize, None)
-        file = os.path.join(tmp, TFLITE_FILE)
-        with open(file, "wb") as f:
-            f.write(content)
-        runner = TFLiteRunner(file)
+        content, runner = _convert(serving, tmp, quantize, None)
         try:
             diff = output_differences(runner(**feed), serving.reference(feed))
         except ValueError as e:
@@ -298,11 +303,7 @@ def tflite(
     rep = _representative(representative_data, serving.input_shape_list) if quantize == "int8" else None
 
     def fill(tmp: str) -> Dict[str, Any]:
-        content = _convert(serving, tmp, quantize, rep)
-        file = os.path.join(tmp, TFLITE_FILE)
-        with open(file, "wb") as f:
-            f.write(content)
-        runner = TFLiteRunner(file)
+        content, runner = _convert(serving, tmp, quantize, rep)
         diff = max_difference(_run_batched(runner, x), serving.reference(x))
         meta = base_metadata(serving, "tflite", source_run)
         meta.update(file=TFLITE_FILE, quantize=quantize, size_bytes=len(content), runtime=runner.runtime)
