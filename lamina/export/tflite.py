@@ -126,8 +126,9 @@ class TFLiteRunner:
         """Runs a batch.
 
         Args:
-          *args: the inputs in signature order (a classifier export: the raw
-            ``float32 [batch, *input_shape]`` images).
+          *args: the inputs in the order of :attr:`input_names` (TFLite lists
+            them by name; a classifier export has one: the raw ``float32
+            [batch, *input_shape]`` images).
           **inputs: or the inputs by name.
 
         Returns:
