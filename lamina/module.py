@@ -15,18 +15,49 @@ parent's name scope, so variables get hierarchical names such as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Module", "InputSpec", "call_with_training"]
+__all__ = ["Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls"]
 
 _ctor = threading.local()
+_observers = threading.local()
+
+CallObserver = Callable[["Module", Tuple[Any, ...], Dict[str, Any], Any], None]
+
+
+@contextlib.contextmanager
+def observe_calls(observer: CallObserver) -> Iterator[None]:
+    """Calls ``observer(module, args, kwargs, output)`` after every lamina module call in this thread.
+
+    The hook lives in the call wrapper every :class:`Module` subclass already
+    has, so nothing is patched. Calls complete innermost first: a layer is
+    observed before the block that called it. Observers nest; each sees every
+    call made while its ``with`` block is open (eager calls, or the Python
+    trace of a ``tf.function``).
+
+    Args:
+      observer: the function called after each call, with the module, its
+        positional and keyword arguments and what it returned.
+
+    Yields:
+      Nothing; the observer is removed on exit.
+    """
+    stack = getattr(_observers, "stack", None)
+    if stack is None:
+        stack = _observers.stack = []
+    stack.append(observer)
+    try:
+        yield
+    finally:
+        stack.remove(observer)
 
 
 @dataclasses.dataclass
@@ -89,7 +120,12 @@ def _wrap_call(fn: Callable) -> Callable:
             self._lamina_built = True
         self._lamina_check(first, building=False)
         with self.name_scope:
-            return fn(self, *args, **kwargs)
+            out = fn(self, *args, **kwargs)
+        observers = getattr(_observers, "stack", None)
+        if observers:
+            for observer in tuple(observers):
+                observer(self, args, kwargs, out)
+        return out
 
     wrapped._lamina_wrapped = True  # type: ignore[attr-defined]
     return wrapped
@@ -279,6 +315,21 @@ def _accepts_training(fn: Callable) -> bool:
     return "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def accepts_training(layer: Callable) -> bool:
+    """Whether ``layer(..., training=...)`` is accepted (its ``__call__`` has ``training`` or ``**kwargs``).
+
+    Args:
+      layer: a module or any callable.
+
+    Returns:
+      ``True`` if a ``training`` keyword can be passed.
+    """
+    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
+    if getattr(fn, "__wrapped__", None) is not None:
+        fn = fn.__wrapped__
+    return _accepts_training(fn)
+
+
 def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any:
     """Calls ``layer(x, training=training)`` if it takes ``training``, else ``layer(x)``.
 
@@ -290,9 +341,6 @@ def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any
     Returns:
       The layer's output.
     """
-    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
-    if getattr(fn, "__wrapped__", None) is not None:
-        fn = fn.__wrapped__
-    if _accepts_training(fn):
+    if accepts_training(layer):
         return layer(x, training=training)
     return layer(x)

@@ -67,3 +67,16 @@ def train_run(run_dir, steps=120, class_prefix=""):
     ))
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
     return model, ds
+
+
+def run_cli(argv):
+    """Runs ``lamina.cli.main(argv)`` in-process; returns ``(exit code, stdout, stderr)``."""
+    import contextlib
+    import io
+
+    from lamina.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()

@@ -36,3 +36,8 @@ __all__ = [
     "RunRecord",
     "check_compatible",
 ]
+
+from lamina.train import summaries  # noqa: E402,F401
+from lamina.train.numerics import first_non_finite  # noqa: E402,F401
+
+__all__ += ["first_non_finite", "summaries"]

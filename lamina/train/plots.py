@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_confusion"]
+__all__ = ["plot_history", "plot_confusion", "confusion_figure"]
 
 
 def _pyplot():
@@ -101,38 +101,73 @@ def plot_history(history: List[Dict[str, float]], path: str, monitor: Optional[s
 
 def plot_confusion(matrix: np.ndarray, path: str, class_names: Optional[Sequence[str]] = None,
                    title: str = "confusion matrix (test split)") -> str:
-    """Draws a confusion matrix (rows: true class, columns: predicted).
+    """Writes :func:`confusion_figure` as a PNG.
 
     Args:
       matrix: ``(C, C)`` counts.
       path: the PNG to write.
       class_names: labels for the axes.
-      title: the figure title.
+      title: the figure title (the accuracy is appended).
 
     Returns:
       ``path``.
+
+    Raises:
+      ValueError: for a matrix that is not square or a wrong number of names.
     """
     plt = _pyplot()
+    fig = confusion_figure(matrix, class_names, title)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Optional[Sequence[str]] = None,
+                     title: str = "confusion matrix (test split)") -> Any:
+    """Draws a confusion matrix (rows: true class, columns: predicted) with scikit-learn's ``ConfusionMatrixDisplay``.
+
+    Counts are written in the cells (text colour chosen against the cell's
+    colour) up to 30 classes; past that only the colours and no tick labels.
+    Column labels are turned 90 degrees when there are more than 10 classes
+    or names longer than 3 characters, so they never overlap.
+
+    Args:
+      matrix: ``(C, C)`` counts.
+      class_names: labels for the axes.
+      title: the figure title (the accuracy is appended).
+
+    Returns:
+      The matplotlib ``Figure`` (close it with ``plt.close(fig)``).
+
+    Raises:
+      ValueError: for a matrix that is not square or a wrong number of names.
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
     matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"plot_confusion: expected a square (C, C) matrix, got shape {matrix.shape}")
     n = matrix.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"plot_confusion: {len(names)} class names for a {n}x{n} matrix")
     size = max(4.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if n <= 30:
-        ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0)
-        ax.set_yticks(range(n), names)
-        thresh = matrix.max() / 2 if matrix.size else 0
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
-                        color="white" if matrix[i, j] > thresh else "black")
+    integral = np.all(matrix == np.round(matrix))
+    shown = n <= 30
+    display = ConfusionMatrixDisplay(matrix if not integral else matrix.astype(np.int64),
+                                     display_labels=names if shown else None)
+    rotate = 90 if n > 10 or max(len(s) for s in names) > 3 else 0
+    display.plot(ax=ax, cmap="Blues", include_values=shown, values_format="d" if integral else ".2g",
+                 xticks_rotation=rotate, colorbar=False, text_kw={"fontsize": 8})
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04)
+    if not shown:
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     acc = np.trace(matrix) / max(1, matrix.sum())
     ax.set_title(f"{title}: accuracy {acc:.2%}")
     fig.tight_layout()
-    _atomic_savefig(fig, path)
-    plt.close(fig)
-    return path
+    return fig
