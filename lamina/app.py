@@ -364,10 +364,39 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
             from lamina.train.plots import plot_confusion
 
             plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
+            if trainer.tensorboard:
+                _tensorboard_test_images(trainer, dataset, matrix, run_dir)
     results["total_time_s"] = round(time.perf_counter() - t_start, 2)
     if trainer.is_chief:
         _write_json_atomic(os.path.join(run_dir, "results.json"), results)
     return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
+
+
+def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: str) -> None:
+    """Adds the test confusion matrix and a grid of test predictions to ``tensorboard/test``."""
+    try:
+        import tensorboard.summary.v2  # noqa: F401
+    except ImportError:
+        return  # the TensorBoard callback already said so
+    import numpy as np
+    import tensorflow as tf
+
+    from lamina.train import summaries
+
+    step = len(trainer.history)
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
+    names = [str(c) for c in dataset.class_names]
+    summaries.write_image(writer, "confusion_matrix", summaries.confusion_matrix_image(matrix, names), step)
+    shape = tuple(dataset.input_shape)
+    if len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2:
+        x_raw, y = dataset.sample_raw(16, "test")
+        if len(x_raw):
+            predicted = trainer.predict([dataset.normalize(x_raw)]).argmax(-1)
+            raw_max = dataset.preprocessing.get("raw_max")
+            grid = summaries.sample_grid_image(np.asarray(x_raw), labels=list(y), predictions=list(predicted),
+                                               class_names=names, raw_max=raw_max)
+            summaries.write_image(writer, "samples", grid, step)
+    writer.close()
 
 
 def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:

@@ -44,27 +44,42 @@ def test_trainer_scalars_match_metrics_jsonl_and_the_graph_is_there(tmp_path):
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     assert len(records) == 2
-    acc = read_events(str(tmp_path / "run" / "tensorboard"))
-    expected = {k for k in records[0] if k not in ("epoch", "step")}
-    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= expected
-    scalar_tags = {t for t in acc.Tags()["tensors"] if plugin(acc, t) == "scalars"}
-    assert scalar_tags == expected
-    for tag in expected:
-        events = acc.Tensors(tag)
-        assert [e.step for e in events] == [r["epoch"] for r in records], tag
-        got = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
-        np.testing.assert_allclose(got, [r[tag] for r in records], rtol=1e-6, err_msg=tag)
-    # the traced training step: TensorBoard's graph dashboard reads it from the graph event
-    assert set(acc.Tags()["tensors"]) - scalar_tags == {"train_step"}
-    assert plugin(acc, "train_step") == "graph_run_metadata_graph"
-    (event,) = acc.Tensors("train_step")
-    from tensorflow.core.protobuf import config_pb2
-
-    meta = config_pb2.RunMetadata.FromString(tf.make_ndarray(event.tensor_proto).item())
-    graphs = [g.pre_optimization_graph for g in meta.function_graphs]
-    ops = {node.op for g in graphs for node in g.node} | {n.op for g in graphs for f in g.library.function for n in f.node_def}
+    logged = {k for k in records[0] if k not in ("epoch", "step")}
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= logged
+    # Two runs with the same tags, so TensorBoard overlays train and validation curves.
+    runs = {"train": {k: k for k in logged if not k.startswith("val_")},
+            "validation": {k[4:]: k for k in logged if k.startswith("val_")}}
+    for run, tags in runs.items():
+        acc = read_events(str(tmp_path / "run" / "tensorboard" / run))
+        scalar_tags = {t for t in acc.Tags()["tensors"] if plugin(acc, t) == "scalars"}
+        assert scalar_tags == set(tags), run
+        for tag, key in tags.items():
+            events = acc.Tensors(tag)
+            assert [e.step for e in events] == [r["epoch"] for r in records], tag
+            got = [float(tf.make_ndarray(e.tensor_proto)) for e in events]
+            np.testing.assert_allclose(got, [r[key] for r in records], rtol=1e-6, err_msg=f"{run}/{tag}")
+    assert {"loss", "accuracy"} <= set(runs["validation"])
+    # the traced training step, for TensorBoard's graph dashboard
+    graph = read_events(str(tmp_path / "run" / "tensorboard" / "train")).Graph()
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
     assert "MatMul" in ops  # the MLP's layers
     assert any(op.startswith("ResourceApply") or op == "AssignSubVariableOp" for op in ops)  # the optimizer update
+
+
+def test_weight_histograms_on_request(tmp_path):
+    lm.set_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = lm.models.MLP([8], 2)
+    trainer = lm.train.Trainer(model, "adam", quiet=True, run_dir=str(tmp_path / "run"), tensorboard=False,
+                               callbacks=[lm.train.callbacks.TensorBoard(histograms=True)])
+    trainer.fit((x, y), batch_size=16, epochs=1)
+    acc = read_events(str(tmp_path / "run" / "tensorboard" / "train"))
+    hist = {t for t in acc.Tags()["tensors"] if plugin(acc, t) == "histograms"}
+    assert hist == {f"weights/{k}" for k in model.variable_paths()}
+    for k, v in model.variable_paths().items():
+        (event,) = acc.Tensors(f"weights/{k}")
+        assert tf.make_ndarray(event.tensor_proto)[:, 2].sum() == pytest.approx(v.numpy().size)
 
 
 def test_write_scalars_histograms_and_images(tmp_path):

@@ -182,8 +182,13 @@ def test_check_numerics_names_step_and_module():
     t.train_step(tf.constant(x), tf.constant(y))
     bad = x.copy()
     bad[0, 0, 0, 0] = np.inf
-    with pytest.raises(lm.train.TrainingError, match=r"step 2.*Conv2D 'conv'"):
+    with pytest.raises(lm.train.TrainingError, match=r"step 2; first non-finite output: the input batch itself"):
         t.train_step(tf.constant(bad), tf.constant(y))
+    huge = x.copy()
+    huge[0] = 3e38  # finite, but the convolution overflows
+    t2 = _trainer(seed=9, check_numerics=True)
+    with pytest.raises(lm.train.TrainingError, match=r"step 1; first non-finite output: Conv2D 'conv'"):
+        t2.train_step(tf.constant(huge), tf.constant(y))
 
 
 def test_early_stopping(tmp_path):

@@ -136,16 +136,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     _check_checkpoint(args.run_dir, args.checkpoint)
     r = evaluate_run(args.run_dir, data=args.data, split=args.split, which=args.checkpoint, batch_size=args.batch_size)
+    import lamina as lm
+
     matrix = r.confusion
+    print(f"checkpoint: {r.checkpoint}")
     print(f"{r.split}: loss {r.loss:.4f}  accuracy {r.accuracy:.2%}  ({int(matrix.sum())} examples)")
-    print(f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
-    for i, name in enumerate(r.class_names):
-        tp = matrix[i, i]
-        pred, true = matrix[:, i].sum(), matrix[i].sum()
-        p = tp / pred if pred else 0.0
-        rec = tp / true if true else 0.0
-        f1 = 2 * p * rec / (p + rec) if p + rec else 0.0
-        print(f"{str(name):>12} {p:9.3f} {rec:9.3f} {f1:9.3f} {int(true):8d}")
+    print(lm.metrics.classification_report(matrix, r.class_names))
     return 0
 
 

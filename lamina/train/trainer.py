@@ -550,7 +550,9 @@ class Trainer:
             batch = self._last_batch
             if self.strategy is not None and not _is_host_batch(batch):
                 batch = tuple(self.strategy.experimental_local_results(t)[0] for t in batch)
-            first = _first_non_finite_module(self.model, self.cast(self.unpack(batch)[0]))
+            from lamina.train.numerics import first_non_finite
+
+            first = first_non_finite(self.model, self.cast(self.unpack(batch)[0]))
             where = f"; first non-finite output: {first}" if first else ""
         raise TrainingError(f"non-finite loss or gradient at step {bad}{where}")
 
@@ -870,39 +872,3 @@ class Trainer:
         """Prints ``message`` on the chief, unless ``quiet``."""
         if not self.quiet and self.is_chief:
             print(message, flush=True)
-
-
-def _first_non_finite_module(model: Any, x: Any) -> Optional[str]:
-    """Re-runs the forward pass eagerly and names the first module with a non-finite output."""
-    from lamina.module import Module
-
-    found: List[str] = []
-    originals = {}
-    modules = [m for m in model.submodules if isinstance(m, Module)] + [model]
-    for m in modules:
-        cls = type(m)
-        if cls in originals:
-            continue
-        originals[cls] = cls.__call__
-
-        def make(orig):
-            def hooked(self, *a, **k):
-                out = orig(self, *a, **k)
-                if not found:
-                    for t in tf.nest.flatten(out):
-                        if hasattr(t, "dtype") and t.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(t))):
-                            found.append(self.describe() if hasattr(self, "describe") else repr(self))
-                            break
-                return out
-
-            return hooked
-
-        cls.__call__ = make(originals[cls])
-    try:
-        model(x, training=True)
-    except Exception:
-        pass
-    finally:
-        for cls, orig in originals.items():
-            cls.__call__ = orig
-    return found[0] if found else None

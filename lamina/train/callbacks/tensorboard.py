@@ -9,23 +9,9 @@ import tensorflow as tf
 
 from lamina.train.callbacks.base import Callback
 
-__all__ = ["TensorBoard", "write_scalar"]
+__all__ = ["TensorBoard"]
 
 _SKIP = ("epoch", "step")
-
-
-def write_scalar(tag: str, value: float, step: int) -> None:
-    """Writes a scalar with TensorFlow's own summary op (works without the ``tensorboard`` package).
-
-    Args:
-      tag: the tag (``loss``).
-      value: the value.
-      step: the x coordinate (the epoch).
-    """
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    tf.summary.write(tag=tag, tensor=tf.constant(value, tf.float32), step=step, metadata=metadata)
 
 
 class TensorBoard(Callback):
@@ -33,13 +19,16 @@ class TensorBoard(Callback):
 
     The same tag in both runs (``loss``, ``accuracy``; ``val_loss`` is written
     as ``loss`` in ``validation/``) so TensorBoard overlays train and
-    validation; the learning rate and timings go to ``train/``. The step's
-    graph is written once.
+    validation; the learning rate and timings go to ``train/``. The training
+    step's graph is written once, after the first step. Summaries are written
+    with :mod:`lamina.train.summaries` (TensorBoard's own summary ops); without
+    the ``tensorboard`` package the callback says so once and writes nothing.
 
     Args:
       log_dir: the folder (default ``run_dir/tensorboard``).
       graph: write the training step's graph.
-      histograms: also write a histogram of every model variable each epoch.
+      histograms: also write a histogram of every model variable each epoch
+        (``weights/<path>``).
     """
 
     def __init__(self, log_dir: Optional[str] = None, graph: bool = True, histograms: bool = False) -> None:
@@ -49,16 +38,32 @@ class TensorBoard(Callback):
         self.histograms = histograms
         self._writers: Dict[str, Any] = {}
         self._graph_written = False
+        self._enabled = True
+
+    @property
+    def log_dir(self) -> str:
+        """The folder holding the runs."""
+        return self._log_dir or os.path.join(self.trainer.run_dir, "tensorboard")
 
     def _writer(self, run: str) -> Any:
         if run not in self._writers:
-            log_dir = self._log_dir or os.path.join(self.trainer.run_dir, "tensorboard")
-            self._writers[run] = tf.summary.create_file_writer(os.path.join(log_dir, run))
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
         return self._writers[run]
 
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        """Checks that TensorBoard's summary ops are available (one note if not)."""
+        from lamina.train.summaries import MISSING_MESSAGE
+
+        try:
+            import tensorboard.summary.v2  # noqa: F401
+        except ImportError:
+            self._enabled = False
+            if self.trainer.is_chief:
+                print(f"lamina: note: no TensorBoard logs: {MISSING_MESSAGE}", flush=True)
+
     def on_step_end(self, step: int, logs: Dict[str, Any]) -> None:
-        """Writes the step graph after the first step of the run (when it has been traced)."""
-        if self._graph_written or not self.graph or not self.trainer.is_chief:
+        """Writes the step graph after the run's first step (when it has been traced)."""
+        if self._graph_written or not self.graph or not self._enabled or not self.trainer.is_chief:
             return
         self._graph_written = True
         graph = self.trainer.step_graph()
@@ -68,21 +73,21 @@ class TensorBoard(Callback):
 
     def on_epoch_end(self, epoch: int, logs: Dict[str, Any]) -> None:
         """Writes the epoch's scalars (and histograms) at x = the 1-based epoch."""
-        if not self.trainer.is_chief:
+        if not self.trainer.is_chief or not self._enabled:
             return
+        from lamina.train import summaries
+
         x = epoch + 1
-        for run, pick in (("train", lambda k: not k.startswith("val_")), ("validation", lambda k: k.startswith("val_"))):
-            items = {k: v for k, v in logs.items() if k not in _SKIP and isinstance(v, (int, float)) and pick(k)}
-            if not items:
-                continue
-            writer = self._writer(run)
-            with writer.as_default():
-                for k, v in items.items():
-                    write_scalar(k[4:] if run == "validation" else k, float(v), x)
-                if run == "train" and self.histograms:
-                    for path, var in self.trainer.model_variables().items():
-                        tf.summary.histogram(path, var, step=x)
-            writer.flush()
+        numbers = {k: v for k, v in logs.items() if k not in _SKIP and isinstance(v, (int, float))}
+        train = {k: v for k, v in numbers.items() if not k.startswith("val_")}
+        val = {k[4:]: v for k, v in numbers.items() if k.startswith("val_")}
+        summaries.write_scalars(self._writer("train"), train, x)
+        if self.histograms:
+            summaries.write_histograms(self._writer("train"), self.trainer.model_variables(), x, prefix="weights/")
+        if val:
+            summaries.write_scalars(self._writer("validation"), val, x)
+        for w in self._writers.values():
+            w.flush()
 
     def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         """Flushes and closes the event files."""
