@@ -300,7 +300,8 @@ def load_pretrained(
     ours = int(model.num_classes)
     load_head = head == "load" or (head == "auto" and theirs == ours)
     if head == "auto" and not load_head:
-        notes.append(f"dropped the checkpoint's head {head_name} ({theirs} classes); the new head has {ours}"
+        named = "head" if head_name == "head" else f"head {head_name}"
+        notes.append(f"dropped the checkpoint's {named} ({theirs} classes); the new head has {ours}"
                      if theirs is not None else
                      f"the checkpoint has no classifier head; the model's head ({ours} classes) keeps its initialization")
     patterns = list(ignore)
