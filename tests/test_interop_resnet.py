@@ -259,3 +259,18 @@ def test_resnet_options_keep_their_defaults_and_do_what_they_say():
     assert [i["reduction"] for i in r18.feature_info] == [1, 1, 2, 4, 8]
     maps = r18.features(tf.zeros((2, 16, 16, 3)))
     assert [tuple(m.shape) for m in maps] == [(2, 16, 16, 64), (2, 16, 16, 64), (2, 8, 8, 128), (2, 4, 4, 256), (2, 2, 2, 512)]
+
+
+def test_recorded_preprocessing_drives_the_serving_module_like_torchvision_transforms(tmp_path):
+    tv = import_torchvision()
+    ref_model = _torchvision_resnet("resnet18")
+    path = save_state_dict(ref_model, tmp_path / "r18.safetensors")
+    model = lm.interop.create_model("resnet18")
+    report = lm.interop.load_pretrained(model, path)
+    serving = lm.export.ServingModule(model, (64, 64, 3), report.preprocessing)
+    raw = np.random.RandomState(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    normalize = tv.transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    x = normalize(torch.from_numpy(raw.transpose(0, 3, 1, 2) / 255.0)).numpy()
+    ours = serving.serve(tf.constant(raw))["logits"].numpy()
+    assert serving.preprocessing["raw_max"] == 255.0
+    assert difference(ours, torch_logits(ref_model, x.astype(np.float32)))[1] <= TOL

@@ -22,7 +22,7 @@ __all__ = ["read_checkpoint", "CHECKPOINT_EXTENSIONS"]
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".h5")
 
 # Keras layers' variables in the order Keras 3 stores them (``vars/0``, ``vars/1``, ...).
-_KERAS_VARS = {
+_H5_LAYER_VARS = {
     "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
     "conv2d": ("kernel", "bias"),
     "dense": ("kernel", "bias"),
@@ -63,9 +63,9 @@ def _read_torch(path: str) -> Tuple[Dict[str, np.ndarray], List[str]]:
     return out, notes
 
 
-def _keras_names(group_path: str, count: int, where: str) -> Tuple[str, ...]:
+def _h5_var_names(group_path: str, count: int, where: str) -> Tuple[str, ...]:
     kind = group_path.rstrip("/").split("/")[-1].rstrip("0123456789").rstrip("_")
-    names = _KERAS_VARS.get(kind)
+    names = _H5_LAYER_VARS.get(kind)
     if names is None or count > len(names):
         raise ValueError(f"{where}: layer {group_path!r} ({count} variables) is not a Conv2D, Dense or BatchNormalization layer")
     if kind == "batch_normalization" and count != 4:
@@ -97,7 +97,7 @@ def _read_h5(path: str) -> Tuple[Dict[str, np.ndarray], List[str]]:
                 if isinstance(obj, h5py.Group) and name.endswith("/vars") and len(obj):
                     layer = obj.attrs.get("name", name[: -len("/vars")])
                     layer = layer.decode() if isinstance(layer, bytes) else str(layer)
-                    names = _keras_names(name[: -len("/vars")], len(obj), path)
+                    names = _h5_var_names(name[: -len("/vars")], len(obj), path)
                     for i, short in enumerate(names):
                         out[f"{layer}/{short}"] = np.asarray(obj[str(i)])
 

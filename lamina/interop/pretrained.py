@@ -134,7 +134,7 @@ def _entries(model: Any, family: str, source: str, tensors: Mapping[str, Any]) -
         return [Entry(p, (p,), head=p.startswith(head)) for p in model.variable_paths()]
     if family == "resnet":
         if source == "keras":
-            return resnet_keys.keras_entries(model)
+            return resnet_keys.applications_entries(model)
         if source in ("torchvision", "timm"):
             return resnet_keys.torch_entries(model)
     if family == "vit":

@@ -13,12 +13,12 @@ from typing import List
 
 from lamina.interop.keymap import Entry
 
-__all__ = ["torch_entries", "keras_entries", "TORCH_TOLERATE"]
+__all__ = ["torch_entries", "applications_entries", "TORCH_TOLERATE"]
 
 TORCH_TOLERATE = ("*num_batches_tracked",)
 
 _BN_TORCH = (("scale", "weight"), ("offset", "bias"), ("moving_mean", "running_mean"), ("moving_variance", "running_var"))
-_BN_KERAS = (("scale", "gamma"), ("offset", "beta"), ("moving_mean", "moving_mean"), ("moving_variance", "moving_variance"))
+_BN_H5 = (("scale", "gamma"), ("offset", "beta"), ("moving_mean", "moving_mean"), ("moving_variance", "moving_variance"))
 
 
 def _bn(target: str, source: str, names: tuple) -> List[Entry]:
@@ -56,7 +56,7 @@ def torch_entries(model) -> List[Entry]:
     return out
 
 
-def keras_entries(model) -> List[Entry]:
+def applications_entries(model) -> List[Entry]:
     """The Keras applications (``ResNet50`` / ``101`` / ``152``) key map of ``model``.
 
     The first convolution's input channels are flipped (Keras' models take BGR,
@@ -69,7 +69,7 @@ def keras_entries(model) -> List[Entry]:
       One :class:`Entry` per variable.
     """
     out = [Entry("stem_conv/weights", ("conv1_conv/kernel",), "bgr"), Entry("stem_conv/bias", ("conv1_conv/bias",))]
-    out += _bn("stem_bn", "conv1_bn", _BN_KERAS)
+    out += _bn("stem_bn", "conv1_bn", _BN_H5)
     for i, b, block in _blocks(model):
         ours, theirs = f"stages/{i}/blocks/{b}", f"conv{i + 2}_block{b + 1}"
         convs = [(f"conv_{k}", f"bn_{k}", f"{theirs}_{k + 1}") for k in range(3 if block.expansion == 4 else 2)]
@@ -78,7 +78,7 @@ def keras_entries(model) -> List[Entry]:
         for conv, bn, name in convs:
             out.append(Entry(f"{ours}/{conv}/weights", (f"{name}_conv/kernel",)))
             out.append(Entry(f"{ours}/{conv}/bias", (f"{name}_conv/bias",)))
-            out += _bn(f"{ours}/{bn}", f"{name}_bn", _BN_KERAS)
+            out += _bn(f"{ours}/{bn}", f"{name}_bn", _BN_H5)
     out.append(Entry("classifier/weights", ("predictions/kernel",), head=True))
     out.append(Entry("classifier/bias", ("predictions/bias",), head=True))
     return out
