@@ -274,3 +274,26 @@ def test_recorded_preprocessing_drives_the_serving_module_like_torchvision_trans
     ours = serving.serve(tf.constant(raw))["logits"].numpy()
     assert serving.preprocessing["raw_max"] == 255.0
     assert difference(ours, torch_logits(ref_model, x.astype(np.float32)))[1] <= TOL
+
+
+def test_init_from_builds_the_source_model_and_replaces_the_head(tmp_path):
+    """What `lamina train --init-from FILE --model ARCH` calls (the lead wires it into the CLI)."""
+    ref_model, path = _keras_resnet50(tmp_path, classes=1000)
+    model, report = lm.interop.init_from(path, "resnet50", num_classes=10)
+    assert (model.variant, model.conv_bias, model.num_classes) == ("v1", True, 10)
+    assert report.source == "keras" and report.notes == ["dropped the checkpoint's head predictions (1000 classes); the new head has 10"]
+    # The backbone is Keras': its pooled features equal Keras' penultimate layer.
+    keras = pytest.importorskip("keras")
+    trunk = keras.Model(ref_model.input, ref_model.get_layer("avg_pool").output)
+    rgb = np.random.RandomState(4).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    ref = trunk(rgb[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)).numpy()
+    ours = model.pool(model.features(tf.constant(rgb - np.array([123.68, 116.779, 103.939], np.float32)))[-1]).numpy()
+    assert difference(ours, ref)[1] <= TOL
+    # A converted file needs no --model: its metadata says what it is.
+    dst = str(tmp_path / "r50k.safetensors")
+    lm.interop.convert(path, dst, arch="ResNet50")
+    again, report = lm.interop.init_from(dst, num_classes=3, data_format="channels_first")
+    assert (again.variant, again.conv_bias, again.data_format) == ("v1", True, "channels_first")
+    assert report.source == "keras" and report.preprocessing["mean"] == [123.68, 116.779, 103.939]
+    with pytest.raises(ValueError, match="give the architecture"):
+        lm.interop.init_from(path)

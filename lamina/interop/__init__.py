@@ -26,6 +26,7 @@ from lamina.interop.pretrained import (
     convert,
     detect_source,
     export_state_dict,
+    init_from,
     load_pretrained,
     save_state_dict,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "create_model",
     "detect_source",
     "export_state_dict",
+    "init_from",
     "load_pretrained",
     "model_options",
     "preprocessing_for",

@@ -37,7 +37,7 @@ from lamina.interop.checkpoint import read_checkpoint
 from lamina.interop.keymap import Entry, apply_map, export_map, head_keys, select
 
 __all__ = ["LoadReport", "HEAD_MODES", "EXPORT_NAMINGS", "detect_source", "load_pretrained", "convert",
-           "export_state_dict", "save_state_dict"]
+           "init_from", "export_state_dict", "save_state_dict"]
 
 HEAD_MODES = ("auto", "load", "drop")
 EXPORT_NAMINGS = ("torchvision", "timm", "hf")
@@ -456,3 +456,48 @@ def save_state_dict(model: Any, path: str, naming: str = "torchvision") -> str:
     from lamina.export.safetensors import save_file
 
     return save_file(export_state_dict(model, naming), path, {"format": "pt", "naming": naming})
+
+
+def init_from(path: str, arch: Optional[str] = None, num_classes: int = 1000, source: Optional[str] = None,
+              **options: Any) -> Tuple[Any, LoadReport]:
+    """Builds the lamina model a checkpoint needs and loads it, with a new head of ``num_classes`` if it differs.
+
+    What ``lamina train --init-from FILE --model ARCH`` needs: the source is
+    detected from the file, the model gets that source's options (a Keras
+    ResNet50 is ``variant="v1"`` with conv biases), the backbone is loaded and
+    the checkpoint's head is dropped when its size is not ``num_classes``
+    (``report.notes`` says so).
+
+    Args:
+      path: the checkpoint, or a file written by :func:`convert` (whose
+        metadata gives ``arch`` and the original source).
+      arch: ``"resnet50"``, ``"vit_b_16"``, ...; ``None`` only for converted files.
+      num_classes: the new head's size.
+      source: as for :func:`load_pretrained`; ``None`` detects it.
+      **options: other constructor arguments (``data_format``, ``dropout``, ...).
+
+    Returns:
+      ``(model, report)``; ``report.preprocessing`` is the input normalization the
+      weights expect (for the run's ``config.json``).
+
+    Raises:
+      ValueError: for an unknown architecture, a file that does not fit it, or
+        no ``arch`` for a file that does not record one.
+    """
+    tensors, metadata, _ = read_checkpoint(path)
+    detected = source or detect_source(tensors, metadata, path)
+    if detected == "lamina":
+        built_for = metadata.get("source")
+        arch = arch or metadata.get("arch")
+        if built_for not in SOURCES or not arch:
+            raise ValueError(f"{path}: a lamina file without 'source' / 'arch' metadata; pass arch= and build the model yourself")
+        recorded = json.loads(metadata.get("model_options", "{}"))
+        options = {**{k: v for k, v in recorded.items() if k in ("variant", "conv_bias", "bn_eps", "norm_eps")}, **options}
+        detected, load_source = built_for, None
+    else:
+        load_source = source
+    if arch is None:
+        raise ValueError(f"{path}: give the architecture (arch=, e.g. 'resnet50' or 'vit_b_16')")
+    model = create_model(arch, detected, num_classes=num_classes, **options)
+    report = load_pretrained(model, path, source=load_source, head="auto", arch=arch)
+    return model, report
