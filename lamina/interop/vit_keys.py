@@ -58,6 +58,27 @@ def _embeddings(patch: str, cls: str, pos: str, model) -> List[Entry]:
     return out
 
 
+def _fused_entries(model, emb: tuple, layer: str, names: dict, final: str, head: str) -> List[Entry]:
+    """The map of a ViT whose attention has one fused qkv projection (torchvision, timm).
+
+    ``layer`` is the block prefix with ``{i}``; ``names`` gives each part's key
+    (or spellings) relative to it: ``ln1``, ``qkv_weight``, ``qkv_bias``, ``proj``, ``ln2``, ``fc1``, ``fc2``.
+    """
+    out = _embeddings(*emb, model)
+    for i in range(model.num_layers):
+        ours, theirs = f"blocks/{i}", layer.format(i=i)
+        spell = {k: [f"{theirs}.{v}" for v in (names[k] if isinstance(names[k], tuple) else (names[k],))] for k in names}
+        out += _ln(f"{ours}/norm1", *spell["ln1"])
+        out += _fused_qkv(ours, spell["qkv_weight"][0], spell["qkv_bias"][0])
+        out += _linear(f"{ours}/attention/output_proj", *spell["proj"])
+        out += _ln(f"{ours}/norm2", *spell["ln2"])
+        out += _linear(f"{ours}/fc1", *spell["fc1"])
+        out += _linear(f"{ours}/fc2", *spell["fc2"])
+    out += _ln("norm", final)
+    out += _linear("head", head, head=True)
+    return out
+
+
 def torchvision_entries(model) -> List[Entry]:
     """The torchvision key map of ``model`` (a :class:`lamina.models.ViT`).
 
@@ -67,18 +88,10 @@ def torchvision_entries(model) -> List[Entry]:
     Returns:
       One :class:`Entry` per variable.
     """
-    out = _embeddings("conv_proj", "class_token", "encoder.pos_embedding", model)
-    for i in range(model.num_layers):
-        ours, theirs = f"blocks/{i}", f"encoder.layers.encoder_layer_{i}"
-        out += _ln(f"{ours}/norm1", f"{theirs}.ln_1")
-        out += _fused_qkv(ours, f"{theirs}.self_attention.in_proj_weight", f"{theirs}.self_attention.in_proj_bias")
-        out += _linear(f"{ours}/attention/output_proj", f"{theirs}.self_attention.out_proj")
-        out += _ln(f"{ours}/norm2", f"{theirs}.ln_2")
-        out += _linear(f"{ours}/fc1", f"{theirs}.mlp.0", f"{theirs}.mlp.linear_1")
-        out += _linear(f"{ours}/fc2", f"{theirs}.mlp.3", f"{theirs}.mlp.linear_2")
-    out += _ln("norm", "encoder.ln")
-    out += _linear("head", "heads.head", head=True)
-    return out
+    names = {"ln1": "ln_1", "qkv_weight": "self_attention.in_proj_weight", "qkv_bias": "self_attention.in_proj_bias",
+             "proj": "self_attention.out_proj", "ln2": "ln_2", "fc1": ("mlp.0", "mlp.linear_1"), "fc2": ("mlp.3", "mlp.linear_2")}
+    return _fused_entries(model, ("conv_proj", "class_token", "encoder.pos_embedding"), "encoder.layers.encoder_layer_{i}",
+                          names, "encoder.ln", "heads.head")
 
 
 def timm_entries(model) -> List[Entry]:
@@ -90,18 +103,9 @@ def timm_entries(model) -> List[Entry]:
     Returns:
       One :class:`Entry` per variable.
     """
-    out = _embeddings("patch_embed.proj", "cls_token", "pos_embed", model)
-    for i in range(model.num_layers):
-        ours, theirs = f"blocks/{i}", f"blocks.{i}"
-        out += _ln(f"{ours}/norm1", f"{theirs}.norm1")
-        out += _fused_qkv(ours, f"{theirs}.attn.qkv.weight", f"{theirs}.attn.qkv.bias")
-        out += _linear(f"{ours}/attention/output_proj", f"{theirs}.attn.proj")
-        out += _ln(f"{ours}/norm2", f"{theirs}.norm2")
-        out += _linear(f"{ours}/fc1", f"{theirs}.mlp.fc1")
-        out += _linear(f"{ours}/fc2", f"{theirs}.mlp.fc2")
-    out += _ln("norm", "norm")
-    out += _linear("head", "head", head=True)
-    return out
+    names = {"ln1": "norm1", "qkv_weight": "attn.qkv.weight", "qkv_bias": "attn.qkv.bias", "proj": "attn.proj",
+             "ln2": "norm2", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+    return _fused_entries(model, ("patch_embed.proj", "cls_token", "pos_embed"), "blocks.{i}", names, "norm", "head")
 
 
 def hf_entries(model, prefix: str = "vit.") -> List[Entry]:
