@@ -25,7 +25,9 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls"]
+from lamina import deferred
+
+__all__ = ["Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls", "builds_first"]
 
 _ctor = threading.local()
 _observers = threading.local()
@@ -117,10 +119,14 @@ def _wrap_call(fn: Callable) -> Callable:
                     # (converting a docstring-only ``build`` fails with a warning).
                     build = tf.autograph.experimental.do_not_convert(self.build)
                     build(_shape_structure(first) if first is not None else None)
+                if deferred.active():  # load_weights into an unbuilt model: fill what now exists
+                    deferred.restore_created()
             self._lamina_built = True
         self._lamina_check(first, building=False)
         with self.name_scope:
             out = fn(self, *args, **kwargs)
+        if deferred.active() and deferred.is_pending(self):
+            deferred.finish(self)
         observers = getattr(_observers, "stack", None)
         if observers:
             for observer in tuple(observers):
@@ -129,6 +135,22 @@ def _wrap_call(fn: Callable) -> Callable:
 
     wrapped._lamina_wrapped = True  # type: ignore[attr-defined]
     return wrapped
+
+
+def builds_first(fn: Callable) -> Callable:
+    """Gives a module method other than ``__call__`` (e.g. ``features(x)``) what ``__call__`` gets.
+
+    The method's first argument is the input: an unbuilt module runs ``build``
+    on it first, the input is checked against the ``InputSpec``, and the body
+    runs in the module's name scope.
+
+    Args:
+      fn: the method.
+
+    Returns:
+      The wrapped method.
+    """
+    return _wrap_call(fn)
 
 
 def _wrap_init(fn: Callable) -> Callable:
@@ -276,10 +298,12 @@ class Module(tf.Module):
 
         Args:
           weights: arrays keyed like :meth:`get_weights`.
-          strict: if true, every variable must be given and no unknown key may appear.
+          strict: if true, every variable must be given and no unknown key may
+            appear; if false, the matching names are assigned (at least one must match).
 
         Raises:
-          ValueError: on a missing, unknown or misshapen entry, or an unbuilt module.
+          ValueError: on a missing, unknown or misshapen entry, no matching name
+            at all, or an unbuilt module (``lm.load_weights`` defers instead).
         """
         variables = self.variable_paths()
         if not variables:
@@ -293,6 +317,11 @@ class Module(tf.Module):
             if unknown:
                 parts.append(f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
             raise ValueError(self.error("set_weights: " + "; ".join(parts)))
+        if not set(variables) & set(weights):
+            raise ValueError(self.error(
+                f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
+                f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"
+            ))
         for key, var in variables.items():
             if key not in weights:
                 continue
