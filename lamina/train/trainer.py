@@ -425,7 +425,7 @@ class Trainer:
           x: a sample input batch (the inputs only, for the default step).
         """
         with self._scope_strategy.scope():
-            if self._custom_step is None and (not getattr(self.model, "built", True) or not self.model.variables):
+            if x is not None and (not getattr(self.model, "built", True) or not self.model.variables):
                 call_with_training(self.model, self.cast(x), False)
             if self._custom_step is None and self.optimizer is not None and self.trainable_variables():
                 self.optimizer.build(self.trainable_variables())
@@ -438,13 +438,25 @@ class Trainer:
         self._ckpt = None  # the checkpoint picks up what was just created
 
     def _prepare(self, sample_batch: Any) -> None:
-        if self._custom_step is None:
-            batch = sample_batch
-            if self.strategy is not None and not _is_host_batch(batch):
-                batch = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], batch)
-            self.build(self.unpack(batch)[0])
-        else:
+        """Builds what the step needs from a first batch, then makes the step function.
+
+        The default step builds the model on the batch's inputs; an overridden
+        ``compute_loss`` is run once eagerly on the batch (which builds whatever
+        it calls; the metrics it touches are reset at the epoch start or
+        restored); a custom ``step`` builds lazily, on its first trace.
+        """
+        batch = sample_batch
+        if self.strategy is not None and not _is_host_batch(batch):
+            batch = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], batch)
+        if self._custom_step is not None:
             self.build(None)
+        elif type(self).compute_loss is not Trainer.compute_loss:
+            if self._train_fn is None:
+                with self._scope_strategy.scope():
+                    self._loss_logs(tf.nest.map_structure(tf.convert_to_tensor, batch), training=False)
+            self.build(None)
+        else:
+            self.build(self.unpack(batch)[0])
         self._compile(sample_batch)
 
     def _compile(self, sample_batch: Any = None) -> None:
