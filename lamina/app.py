@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
+IMAGE_MODELS = ("convnet",)  # with resnet* and vit*: models that need (H, W, C) examples
+
 __all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
            "latest_run", "resolve_model", "apply_freeze", "init_weights"]
 
@@ -300,8 +302,20 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         raise ConfigError(f"--run-dir {run_dir!r} is a file, not a folder")
     config = config.replace(run_dir=run_dir)
     model_kwargs: Dict[str, Any] = {}
+    shape = [int(d) for d in dataset.input_shape]
     if config.model == "vit":
-        model_kwargs["image_size"] = list(dataset.input_shape[:2])
+        model_kwargs["image_size"] = shape[:2]
+    if config.model == "transformer":
+        features = 1
+        for d in shape[1:]:
+            features *= d
+        model_kwargs["sequence_shape"] = [shape[0], features]
+    if config.model in IMAGE_MODELS or config.model.startswith(("resnet", "vit")):
+        if len(shape) != 3:
+            raise ConfigError(
+                f"--model {config.model} needs images (height, width, channels); {config.data!r} has examples of "
+                f"shape {tuple(shape)}: use --model mlp (or --model transformer) for such data"
+            )
     from lamina.train.run import has_checkpoint, read_record
 
     fresh = not has_checkpoint(run_dir)
