@@ -18,6 +18,7 @@ from lamina.data.dataset import NORMALIZE_MODES, DataSet
 from lamina.data.decode import ON_BAD_FILE, pipeline_error
 from lamina.data.errors import DataError
 from lamina.data.idx import read_idx
+from lamina.data.inspection import inspect
 from lamina.data.load import DEFAULT_SOURCE, NAMED_SOURCES, STREAMING_KINDS, load, source_kind
 from lamina.data.named import cache_root, dataset_folder
 from lamina.data.streaming import STREAM_THRESHOLD_BYTES, StreamingDataSet
@@ -38,6 +39,7 @@ __all__ = [
     "cache_root",
     "convert",
     "dataset_folder",
+    "inspect",
     "load",
     "parse_augment",
     "pipeline_error",

@@ -111,6 +111,10 @@ class DataSetBase:
         """
         raise NotImplementedError
 
+    def class_counts(self, split: str) -> List[int]:
+        """Number of examples per class id in ``split`` (no decoding for streaming sets)."""
+        raise NotImplementedError
+
     def batches(self, split: str, batch_size: int, **kwargs: Any) -> tf.data.Dataset:
         """One epoch of ``(x, y)`` batches; see :meth:`lamina.data.DataSet.batches`."""
         raise NotImplementedError
@@ -199,13 +203,16 @@ class DataSetBase:
         scale = tf.constant(p["scale"], tf.float32)
         mean = tf.constant(p["mean"], tf.float32)
         std = tf.constant(p["std"], tf.float32)
+        # (x * scale - 0) / 1 is x * scale exactly: one pass over the batch instead of three
+        scale_only = all(m == 0.0 for m in p["mean"]) and all(s == 1.0 for s in p["std"])
         num_classes = self.num_classes
 
         def finish(x: tf.Tensor, y: tf.Tensor, index: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-            x = tf.cast(x, tf.float32)
             if augmenter is not None:
+                # pixel moves only: exact in the stored dtype, on 4x fewer bytes than float32
                 x = augmenter.apply(x, index, tables)
-            x = (x * scale - mean) / std
+            x = tf.cast(x, tf.float32)
+            x = x * scale if scale_only else (x * scale - mean) / std
             if one_hot:
                 y = tf.one_hot(y, num_classes, dtype=tf.float32)
             return x, y

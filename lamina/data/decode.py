@@ -27,6 +27,7 @@ from lamina.data.errors import DataError
 
 __all__ = [
     "ON_BAD_FILE",
+    "RESIZE_MODES",
     "BadFileLog",
     "check_on_bad_file",
     "clean_tf_message",
@@ -37,7 +38,6 @@ __all__ = [
 
 ON_BAD_FILE: Tuple[str, ...] = ("skip", "fail")
 _NAMED_WARNINGS = 100  # bad files named one by one; after that only counted
-_MARK = "lamina-bad-file:"
 _lock = threading.Lock()
 _failures: List[DataError] = []
 
@@ -88,57 +88,59 @@ def decode_image_bytes(data: bytes, what: str) -> np.ndarray:
     return image
 
 
-def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
-    """``[H, W, 1..4]`` -> ``[H, W, channels]``: alpha dropped, gray <-> RGB (ITU-R 601 luma, rounded)."""
-    c = tf.shape(image)[2]
-    image = tf.cond(tf.equal(c % 2, 0), lambda: image[:, :, : c - 1], lambda: image)
-    if channels == 3:
-        image = tf.cond(tf.equal(tf.shape(image)[2], 1), lambda: tf.tile(image, [1, 1, 3]), lambda: image)
-    else:
+def _luma(image: tf.Tensor) -> tf.Tensor:
+    """``[H, W, 3]`` uint8 -> ``[H, W, 1]``: ITU-R 601 luma, rounded.
 
-        def luma() -> tf.Tensor:
-            f = tf.cast(image, tf.float32)
-            # the same three products and two sums as lamina.data.images.convert_channels
-            value = f[:, :, 0:1] * 0.299 + f[:, :, 1:2] * 0.587 + f[:, :, 2:3] * 0.114
-            return tf.cast(tf.clip_by_value(tf.round(value), 0.0, 255.0), tf.uint8)
-
-        image = tf.cond(tf.equal(tf.shape(image)[2], 3), luma, lambda: image)
-    return tf.ensure_shape(image, [None, None, channels])
+    The same three products and two sums in float32 as
+    :func:`lamina.data.images.convert_channels`, so both give the same pixels
+    (a gray image replicated to RGB comes back unchanged).
+    """
+    f = tf.cast(image, tf.float32)
+    value = f[:, :, 0:1] * 0.299 + f[:, :, 1:2] * 0.587 + f[:, :, 2:3] * 0.114
+    return tf.cast(tf.clip_by_value(tf.round(value), 0.0, 255.0), tf.uint8)
 
 
-def decode_image_tensor(
-    data: tf.Tensor, channels: int, size: Tuple[int, int], resize: bool
-) -> tf.Tensor:
+RESIZE_MODES: Tuple[str, ...] = ("no", "cond", "always")
+
+
+def decode_image_tensor(data: tf.Tensor, channels: int, size: Tuple[int, int], resize: str = "cond") -> tf.Tensor:
     """Decodes one encoded image inside a pipeline to ``[H, W, channels]`` uint8.
+
+    The decoder itself drops alpha and replicates gray to RGB (as
+    :func:`lamina.data.images.convert_channels` does); grayscale output is
+    the luma of the RGB decode.
 
     Args:
       data: a scalar string tensor (the file's bytes).
       channels: 1 or 3.
       size: the data set's ``(height, width)``.
-      resize: resize to ``size`` (bilinear, antialiased, rounded); ``False``
-        makes an image of another size an error (caught as a bad file).
+      resize: ``"no"`` (an image of another size is an error), ``"cond"``
+        (resize when the size differs) or ``"always"`` (resize without a
+        branch: for sources whose images mostly need it). Resizing is
+        bilinear, antialiased and rounded back to uint8; an image that
+        already has ``size`` comes out unchanged either way.
 
     Returns:
       The image; every failure (corrupt data, empty image, wrong size) raises
       an op error, which the streaming pipeline counts as a bad file.
     """
-    image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
-    shape = tf.shape(image)
-    checks = [tf.debugging.assert_positive(shape[:2], message="empty image")]
-    with tf.control_dependencies(checks):
-        image = _to_channels(image, channels)
-    target = tf.constant(list(size), tf.int32)
-    if resize:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"decode_image_tensor: resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    if channels == 1:
+        image = _luma(image)
+    if resize != "no":
 
         def resized() -> tf.Tensor:
             out = tf.image.resize(tf.cast(image, tf.float32), list(size), method="bilinear", antialias=True)
             return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
-        image = tf.cond(tf.reduce_all(tf.equal(tf.shape(image)[:2], target)), lambda: image, resized)
-    else:
-        check = tf.debugging.assert_equal(tf.shape(image)[:2], target, message="image size differs")
-        with tf.control_dependencies([check]):
-            image = tf.identity(image)
+        if resize == "always":
+            image = resized()
+        else:
+            # an empty image fails in the resize
+            same = tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.constant(list(size), tf.int32)))
+            image = tf.cond(same, lambda: image, resized)
     return tf.ensure_shape(image, [size[0], size[1], channels])
 
 

@@ -30,7 +30,7 @@ _MODE_NAMES = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}
 
 def probe_images(
     root: str, paths: Sequence[str], image_size: Optional[Tuple[int, int]], color_mode: Optional[str]
-) -> Tuple[Tuple[int, int, int], str, List[str]]:
+) -> Tuple[Tuple[int, int, int], str, List[str], bool]:
     """Decodes a few files (evenly spread over ``paths``) to fix the data set's image shape.
 
     Args:
@@ -41,7 +41,8 @@ def probe_images(
       color_mode: ``"rgb"``, ``"grayscale"`` or ``None`` (then: the first image's).
 
     Returns:
-      ``((height, width, channels), first file, notes)``.
+      ``((height, width, channels), first file, notes, uniform)``; ``uniform``:
+      every probed image already has the data set's size.
 
     Raises:
       DataError: if no probed file decodes, or probed sizes differ without ``image_size``.
@@ -69,6 +70,7 @@ def probe_images(
         size = (int(image.shape[0]), int(image.shape[1]))
     else:
         size = (int(image_size[0]), int(image_size[1]))
+    uniform = all(img.shape[:2] == size for _, img in decoded)
     mode = color_mode or native_color_mode(image.shape[-1])
     channels = _CHANNELS[mode]
     seen = sorted({int(img.shape[-1]) for _, img in decoded})
@@ -76,7 +78,7 @@ def probe_images(
     if any(c != channels for c in seen):
         kinds = ", ".join(_MODE_NAMES.get(c, str(c)) for c in seen)
         notes.append(f"{root}: images are {kinds}; all are read as {mode} ({channels} channel{'s' if channels > 1 else ''})")
-    return (size[0], size[1], channels), first, notes
+    return (size[0], size[1], channels), first, notes, uniform
 
 
 class ImageFolderStream(StreamingDataSet):
@@ -102,6 +104,7 @@ class ImageFolderStream(StreamingDataSet):
         normalize: Optional[str] = "scale",
         stats_sample: Optional[int] = None,
         quiet: bool = False,
+        probe: Optional[Tuple[Tuple[int, int, int], str, List[str], bool]] = None,
     ) -> None:
         """Sets up the splits from a listing; decodes only a few probe files.
 
@@ -119,6 +122,7 @@ class ImageFolderStream(StreamingDataSet):
           normalize: ``"scale"``, ``"standardize"`` or ``"none"``.
           stats_sample: see :class:`StreamingDataSet`.
           quiet: print no notes.
+          probe: the result of :func:`probe_images` if already made.
 
         Raises:
           DataError: for bad arguments or undecodable probes.
@@ -130,7 +134,7 @@ class ImageFolderStream(StreamingDataSet):
             splits["train"] = ([names[i] for i in keep], y[keep])
             splits["validation"] = ([names[i] for i in held], y[held])
         self._root = listing.root
-        shape, first, notes = probe_images(listing.root, splits["train"][0], image_size, color_mode)
+        shape, first, notes, uniform = probe or probe_images(listing.root, splits["train"][0], image_size, color_mode)
         self._first = first
         self._explicit_size = image_size is not None
         if not quiet:
@@ -147,7 +151,8 @@ class ImageFolderStream(StreamingDataSet):
         super().__init__(
             name, source, class_names=listing.class_names, input_shape=shape,
             split_sizes={s: len(p) for s, (p, _) in splits.items()}, seed=seed, on_bad_file=on_bad_file,
-            resize=image_size is not None, normalize=normalize, stats_sample=stats_sample,
+            resize=image_size is not None, fast_resize="no" if uniform else "always",
+            normalize=normalize, stats_sample=stats_sample,
         )
 
     @property
@@ -187,6 +192,9 @@ class ImageFolderStream(StreamingDataSet):
 
     def _element(self, payload: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         return tf.io.read_file(tf.strings.join([self._prefix, payload])), label
+
+    def _fast_element(self, payload: tf.Tensor) -> Tuple[tf.Tensor, None]:
+        return tf.io.read_file(tf.strings.join([self._prefix, payload])), None
 
     def _describe(self, split: str, index: int) -> Tuple[str, str]:
         path = self.files(split, [index])[0]

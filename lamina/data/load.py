@@ -265,7 +265,7 @@ def load(
         streaming = _wants_stream(stream, total * h * w * c)
         policy = on_bad_file or ("skip" if streaming else "fail")
         folder = ImageFolderStream(
-            listing, name=name, image_size=size, color_mode=mode, on_bad_file=policy, quiet=quiet,
+            listing, name=name, image_size=size, color_mode=mode, on_bad_file=policy, quiet=quiet, probe=probe,
             normalize=normalize if streaming else "none", stats_sample=stats_sample if streaming else None, **common,
         )
         if streaming:

@@ -32,9 +32,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from lamina.data.augment import AugmentArg
+from lamina.data.augment import AugmentArg, Augmenter
 from lamina.data.base import DataSetBase, check_batch_args, check_seed, is_int, split_order
-from lamina.data.decode import BadFileLog, check_on_bad_file, decode_image_tensor, pipeline_error
+from lamina.data.decode import RESIZE_MODES, BadFileLog, check_on_bad_file, decode_image_tensor, pipeline_error
 from lamina.data.errors import DataError
 from lamina.data.sharding import WorkerShard, register_worker_builder
 from lamina.data.stats import channel_histogram, stats_record
@@ -148,6 +148,7 @@ class StreamingDataSet(DataSetBase):
 
     streaming = True
     raw_scale = 1.0 / 255.0  # raw-to-unit multiplier of the stored pixels (a subclass may change it)
+    _labels_in_payload = False  # True when labels are read from the payload (records), not the plan
 
     def __init__(
         self,
@@ -160,6 +161,7 @@ class StreamingDataSet(DataSetBase):
         seed: int = 0,
         on_bad_file: Optional[str] = "skip",
         resize: bool = True,
+        fast_resize: str = "cond",
         normalize: Optional[str] = "scale",
         preprocessing: Optional[Mapping[str, Any]] = None,
         stats_sample: Optional[int] = None,
@@ -175,6 +177,10 @@ class StreamingDataSet(DataSetBase):
           seed: default seed of :meth:`batches`.
           on_bad_file: ``"skip"`` (warn and drop) or ``"fail"``.
           resize: resize images of another size (else they are bad files).
+          fast_resize: how the fast decode path resizes: ``"no"`` (images are
+            expected at the data set's size; others take the slow path),
+            ``"cond"`` or ``"always"`` (see
+            :func:`~lamina.data.decode.decode_image_tensor`).
           normalize: ``"scale"``, ``"standardize"`` or ``"none"``.
           preprocessing: use this record (e.g. statistics stored with the data).
           stats_sample: for ``"standardize"``: compute the statistics on this
@@ -196,6 +202,10 @@ class StreamingDataSet(DataSetBase):
         self.input_shape: Tuple[int, ...] = shape
         self._sizes = {s: int(split_sizes[s]) for s in split_order(list(split_sizes))}
         self._resize = bool(resize)
+        if fast_resize not in RESIZE_MODES or (fast_resize != "no" and not resize):
+            raise DataError(f"{name}: fast_resize must be one of {', '.join(RESIZE_MODES)} (and 'no' without resize), "
+                            f"got {fast_resize!r}")
+        self._fast_resize = fast_resize
         self.on_bad_file = check_on_bad_file(on_bad_file)
         self._log = BadFileLog(self.name, self.on_bad_file, self._describe)
         if preprocessing is not None:
@@ -221,7 +231,15 @@ class StreamingDataSet(DataSetBase):
         raise NotImplementedError
 
     def _element(self, payload: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        """One payload -> ``(encoded image bytes, label)`` (inside the pipeline)."""
+        """One payload -> ``(encoded image bytes, label)``, checking everything (inside the pipeline)."""
+        raise NotImplementedError
+
+    def _fast_element(self, payload: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+        """One payload -> ``(encoded image bytes, label or None)`` with as few ops as possible.
+
+        The label is ``None`` when the plan already holds it
+        (``_labels_in_payload = False``).
+        """
         raise NotImplementedError
 
     def _describe(self, split: str, index: int) -> Tuple[str, str]:
@@ -247,46 +265,81 @@ class StreamingDataSet(DataSetBase):
         return out
 
     # -------------------------------------------------------------- decoding
-    def _decoded(self, raw: tf.data.Dataset, split: str, batch_size: int, keep_empty: bool) -> tf.data.Dataset:
-        """Decodes payload batches to ``(x uint8 [b, H, W, C], y int32 [b], index int64 [b])``."""
+    def _decoded(
+        self, raw: tf.data.Dataset, split: str, batch_size: int, keep_empty: bool,
+        augmenter: Optional[Augmenter] = None, tables: Optional[Mapping[str, tf.Tensor]] = None,
+    ) -> tf.data.Dataset:
+        """Decodes (and augments) payload batches to ``(x uint8 [b, H, W, C], y int32 [b], index int64 [b])``.
+
+        Each batch first goes down a fast path: decoded with no per-image
+        branch (images at the data set's size, or all resized) and augmented
+        image by image. Only a batch that comes out short (a bad file, or an
+        image of another size) is decoded again, example by example, with
+        checks, so that its bad files can be named and the others kept; it is
+        augmented as a batch (the same result).
+        """
         h, w, c = self.input_shape
-        resize = self._resize
-        element = self._element
+        slow_resize = "cond" if self._resize else "no"
+        fast_resize = self._fast_resize
+        element, fast_element, labels_inside = self._element, self._fast_element, self._labels_in_payload
         log = self._log
         empty = (tf.zeros([0, h, w, c], tf.uint8), tf.zeros([0], tf.int32), tf.zeros([0], tf.int64))
 
-        def one(payload: tf.Tensor, label: tf.Tensor, index: tf.Tensor):
+        def fast_one(payload: tf.Tensor, index: tf.Tensor):
+            data, label = fast_element(payload)
+            image = decode_image_tensor(data, c, (h, w), fast_resize)
+            if augmenter is not None:
+                image = augmenter.apply_one(image, index, tables)
+            return (image, label) if labels_inside else image
+
+        def slow_one(payload: tf.Tensor, label: tf.Tensor, index: tf.Tensor):
             data, label = element(payload, label)
-            return decode_image_tensor(data, c, (h, w), resize), tf.cast(label, tf.int32), index
+            return decode_image_tensor(data, c, (h, w), slow_resize), tf.cast(label, tf.int32), index
+
+        def report(planned: tf.Tensor, got: tf.Tensor) -> np.int32:
+            log.report(split, np.setdiff1d(planned.numpy(), got.numpy()))
+            return np.int32(0)
 
         def decode_batch(payload: tf.Tensor, label: tf.Tensor, index: tf.Tensor) -> tf.data.Dataset:
-            good = tf.data.Dataset.from_tensor_slices((payload, label, index)).map(one).ignore_errors()
-            good = good.batch(batch_size).concatenate(tf.data.Dataset.from_tensors(empty)).take(1)
-            return good.map(lambda x, y, i: (x, y, i, index))
+            n = tf.shape(index)[0]
 
-        def check(x: tf.Tensor, y: tf.Tensor, i: tf.Tensor, planned: tf.Tensor):
-            missing = tf.sparse.to_dense(tf.sets.difference(planned[None], i[None]))[0]
+            def complete(*out: tf.Tensor) -> tf.Tensor:
+                ok = tf.equal(tf.shape(out[0])[0], n)
+                if labels_inside:  # labels read from the records: all in range
+                    ok = tf.logical_and(ok, tf.reduce_all((out[1] >= 0) & (out[1] < self.num_classes)))
+                return ok
 
-            def report(m: tf.Tensor) -> np.int32:
-                log.report(split, m.numpy())
-                return np.int32(0)
+            def finish_fast(*out: tf.Tensor):
+                return (out[0], tf.cast(out[1], tf.int32), index) if labels_inside else (out[0], label, index)
 
-            done = tf.cond(
-                tf.size(missing) > 0,
-                lambda: tf.py_function(report, [missing], tf.int32),
-                lambda: tf.constant(0, tf.int32),
-            )
-            with tf.control_dependencies([done]):
-                return tf.identity(x), y, i
+            fast = tf.data.Dataset.from_tensor_slices((payload, index)).map(fast_one).ignore_errors()
+            fast = fast.batch(batch_size)
+            fast = fast.filter(complete).map(finish_fast)
 
-        ds = raw.interleave(
+            def check(x: tf.Tensor, y: tf.Tensor, i: tf.Tensor):
+                done = tf.cond(
+                    tf.shape(i)[0] < n,
+                    lambda: tf.py_function(report, [index, i], tf.int32),
+                    lambda: tf.constant(0, tf.int32),
+                )
+                if augmenter is not None:
+                    x = augmenter.apply(x, i, tables)
+                with tf.control_dependencies([done]):
+                    return tf.identity(x), y, i
+
+            slow = tf.data.Dataset.from_tensor_slices((payload, label, index)).map(slow_one).ignore_errors()
+            slow = slow.batch(batch_size).concatenate(tf.data.Dataset.from_tensors(empty)).take(1).map(check)
+            if not keep_empty:
+                # A batch whose every file is bad is dropped (the epoch is one step shorter).
+                slow = slow.filter(lambda x, y, i: tf.shape(i)[0] > 0)
+            # The slow path is only iterated when the fast one yielded nothing.
+            return fast.concatenate(slow).take(1)
+
+        # Everything per batch runs inside the interleave's parallel workers; the
+        # batches come out in plan order.
+        return raw.interleave(
             decode_batch, cycle_length=_PARALLEL, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-        ds = ds.map(check)
-        if not keep_empty:
-            # A batch whose every file is bad is dropped (the epoch is one step shorter).
-            ds = ds.filter(lambda x, y, i: tf.shape(i)[0] > 0)
-        return ds
 
     # ---------------------------------------------------------------- public
     def _plan(
@@ -325,8 +378,9 @@ class StreamingDataSet(DataSetBase):
     def _build(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
         augmenter = self._augmenter(plan.split, augment)
         tables = augmenter.tables(self._index_space(plan.split), plan.seed, plan.epoch) if augmenter else None
-        finish = self._finisher(augmenter, tables, one_hot)
-        ds = self._decoded(self._raw_plan(plan), plan.split, plan.batch_size, keep_empty=plan.worker is not None)
+        finish = self._finisher(None, None, one_hot)  # augmented while decoding
+        ds = self._decoded(self._raw_plan(plan), plan.split, plan.batch_size, keep_empty=plan.worker is not None,
+                           augmenter=augmenter, tables=tables)
         ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
