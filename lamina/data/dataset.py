@@ -213,7 +213,7 @@ class DataSet(DataSetBase):
         if not is_int(n) or n < 0:
             raise DataError(f"n must be a non-negative integer, got {n!r}")
         seed = check_seed(self.seed if seed is None else seed)
-        index = np.sort(epoch_permutation(self.splits[split], seed, 0)[: int(n)])
+        index = epoch_permutation(self.splits[split], seed, 0)[: int(n)]
         return self._x[split][index], self._y[split][index]
 
     # -------------------------------------------------------------- tf.data

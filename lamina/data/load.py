@@ -20,8 +20,8 @@ from lamina.data.images import apply_image_options, check_color_mode, check_imag
 from lamina.data.named import NAMED_SETS, load_named_arrays
 from lamina.data.npz import load_npz_arrays, scale_for
 from lamina.data.split import split_indices
-from lamina.data.streaming import STREAM_THRESHOLD_BYTES
-from lamina.data.tfds import load_tfds_arrays
+from lamina.data import streaming as _streaming
+from lamina.data.tfds import load_tfds_arrays, tfds_index
 from lamina.data.tfrecord import TFRecordStream, is_tfrecord_folder, read_index
 
 __all__ = ["DEFAULT_SOURCE", "NAMED_SOURCES", "STREAMING_KINDS", "load", "source_kind", "split_source_options"]
@@ -32,7 +32,7 @@ NAMED_SOURCES: Tuple[str, ...] = tuple(NAMED_SETS)
 Splits = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 # Sources that can be streamed from disk (the others are read into memory).
-STREAMING_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord")
+STREAMING_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds")
 _OPTIONS = ("stream", "on_bad_file")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -103,7 +103,7 @@ def source_kind(source: Optional[str]) -> str:
     if not os.path.exists(path):
         raise DataError(
             f"{text}: no such file or folder (expected 'digits', one of {', '.join(NAMED_SETS)}, "
-            "'tfds:NAME', or a path to an .npz, a .csv, an IDX folder or an image folder)"
+            "'tfds:NAME', or a path to an .npz, a .csv, an IDX folder, a TFRecord folder or an image folder)"
         )
     if os.path.isdir(path):
         if is_tfrecord_folder(path):
@@ -141,7 +141,7 @@ def _display_name(source: str, kind: str) -> str:
 
 def _wants_stream(stream: Optional[bool], decoded_bytes: int) -> bool:
     """``stream`` if given, else whether the decoded examples would exceed the threshold."""
-    return bool(stream) if stream is not None else decoded_bytes > STREAM_THRESHOLD_BYTES
+    return bool(stream) if stream is not None else decoded_bytes > _streaming.STREAM_THRESHOLD_BYTES
 
 
 def _stats_sample_in_memory(ds: DataSet, stats_sample: int, normalize: Optional[str]) -> DataSet:
@@ -249,10 +249,12 @@ def load(
         )
     if stream and kind not in STREAMING_KINDS:
         raise DataError(
-            f"{source}: stream=True applies to image folders and TFRecord folders; a {kind} source is read into memory"
+            f"{source}: stream=True applies to image folders, TFRecord folders and tfds: sets; "
+            f"a {kind} source is read into memory"
         )
     if on_bad_file is not None and kind not in STREAMING_KINDS:
-        raise DataError(f"{source}: on_bad_file applies to image folders and TFRecord folders, not to a {kind} source")
+        raise DataError(f"{source}: on_bad_file applies to image folders, TFRecord folders and tfds: sets, "
+                        f"not to a {kind} source")
     path = os.path.expanduser(source)
     name = _display_name(source, kind)
     common = dict(source=source, validation_split=float(validation_split), seed=int(seed))
@@ -272,11 +274,26 @@ def load(
             return folder
         result = folder.materialize(normalize)
         return _stats_sample_in_memory(result, stats_sample, normalize) if stats_sample else result
-    if kind == "tfrecord":
-        index = read_index(path, quiet=quiet)
+    index = None
+    if kind == "tfds" and stream is not False:
+        try:
+            index = tfds_index(source.split(":", 1)[1].strip(), cache_dir=cache_dir)
+        except DataError:
+            if stream:
+                raise
+            index = None  # auto: the in-memory path reports its own errors
+        if index is not None and min(index.image_shape[:2]) == 0 and size is None:
+            raise DataError(f"{source}: images of varying size {tuple(d or None for d in index.image_shape)}; "
+                            "pass image_size=(height, width)")
+    if kind == "tfrecord" or index is not None:
+        if index is None:
+            index = read_index(path, quiet=quiet)
         h, w = size or index.image_shape[:2]
         c = {"rgb": 3, "grayscale": 1}.get(mode or "", index.image_shape[-1])
         streaming = _wants_stream(stream, sum(index.count(s) for s in index.splits) * h * w * c)
+        if kind == "tfds" and not streaming:
+            index = None  # small: the tfds arrays below
+    if index is not None:
         policy = on_bad_file or ("skip" if streaming else "fail")
         records = TFRecordStream(
             index, image_size=size, color_mode=mode, on_bad_file=policy,

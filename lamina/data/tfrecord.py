@@ -35,6 +35,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -121,6 +122,8 @@ class TFRecordIndex:
       image_key, label_key: the ``tf.train.Example`` feature names.
       encoding: ``"png"``, ``"jpeg"`` or ``"unknown"``.
       indexed: whether an ``index.json`` was read (else the folder was scanned).
+      test_fraction: without a ``test`` split, hold out this fraction of
+        ``train`` (seed 0, per shard) as ``test`` (used for tfds sets).
     """
 
     root: str
@@ -135,6 +138,7 @@ class TFRecordIndex:
     label_key: str = "label"
     encoding: str = "png"
     indexed: bool = True
+    test_fraction: float = 0.0
 
     def count(self, split: str) -> int:
         """Records in ``split``."""
@@ -392,18 +396,10 @@ class TFRecordStream(StreamingDataSet):
         for split, shards in index.splits.items():
             base = np.cumsum([0] + [s.count for s in shards[:-1]]).astype(np.int64)
             self._sources[split] = _Source(split, shards, base)
+        if index.test_fraction and "test" not in index.splits:
+            self._hold_out("test", index.test_fraction, 0, source)
         if validation_split > 0 and "validation" not in index.splits:
-            train = self._sources["train"]
-            held = np.zeros(index.count("train"), bool)
-            for i, (b, shard) in enumerate(zip(train.base, train.shards)):
-                # ceil(fraction * n) records of each shard (one stays in train), seeded per shard
-                n_held = min(int(math.ceil(float(validation_split) * shard.count - 1e-9)), max(0, shard.count - 1))
-                perm = np.random.default_rng([int(seed), i, _SALT]).permutation(shard.count)
-                held[b + perm[:n_held]] = True
-            if not held.any() or held.all():
-                raise DataError(f"{source}: cannot hold out {validation_split:g} of {held.size} record(s)")
-            self._sources["validation"] = replace(train, keep=held)
-            self._sources["train"] = replace(train, keep=~held)
+            self._hold_out("validation", float(validation_split), int(seed), source)
         with tf.device("/cpu:0"):
             self._keep_t = {s: tf.constant(src.keep) for s, src in self._sources.items() if src.keep is not None}
         stored = index.image_shape
@@ -428,6 +424,23 @@ class TFRecordStream(StreamingDataSet):
             fast_resize="no" if image_size is None or tuple(size) == stored[:2] else "always", normalize=normalize,
             preprocessing=preprocessing, stats_sample=stats_sample,
         )
+
+    def _hold_out(self, split: str, fraction: float, seed: int, what: str) -> None:
+        """Moves ``ceil(fraction * n)`` records of every train shard (one stays) into ``split``, seeded per shard."""
+        train = self._sources["train"]
+        total = sum(s.count for s in train.shards)
+        keep = train.keep if train.keep is not None else np.ones(total, bool)
+        held = np.zeros(total, bool)
+        salt = zlib.crc32(split.encode())
+        for i, (b, shard) in enumerate(zip(train.base, train.shards)):
+            positions = np.nonzero(keep[b : b + shard.count])[0]
+            n_held = min(int(math.ceil(fraction * positions.size - 1e-9)), max(0, positions.size - 1))
+            perm = np.random.default_rng([int(seed), i, salt, _SALT]).permutation(positions.size)
+            held[b + positions[perm[:n_held]]] = True
+        if not held.any():
+            raise DataError(f"{what}: cannot hold out {fraction:g} of {int(keep.sum())} record(s) as {split}")
+        self._sources[split] = replace(train, keep=held)
+        self._sources["train"] = replace(train, keep=keep & ~held)
 
     # ------------------------------------------------------------------ info
     @property
