@@ -265,3 +265,60 @@ def test_streaming_is_chosen_above_the_threshold_or_when_asked(tmp_path, monkeyp
     with pytest.raises(ld.DataError, match="on_bad_file applies to image folders"):
         ld.load("digits", on_bad_file="skip")
     assert ld.load(path + "?on_bad_file=fail", stream=True).on_bad_file == "fail"
+
+
+# ----------------------------------------------------------------------- CSV
+def _csv(path, n=300, blank_at=150):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3)).round(4)
+    y = rng.integers(0, 3, n)
+    with open(path, "w") as f:
+        f.write("a,label,b,c\n")
+        for i in range(n):
+            f.write(f"{x[i, 0]},{['cat', 'dog', 'eel'][y[i]]},{x[i, 1]},{x[i, 2]}\n")
+            if i == blank_at:
+                f.write("\n")
+    return str(path)
+
+
+def test_csv_streams_in_chunks_with_the_in_memory_splits_and_exact_resume(tmp_path):
+    from lamina.data.csv_stream import CSVStream
+
+    path = _csv(tmp_path / "t.csv")
+    mem = ld.load(path, validation_split=0.1, seed=1)
+    st = CSVStream(path, name="t", source=path, validation_split=0.1, seed=1, chunk_rows=32)
+    assert st.streaming and st.splits == mem.splits and st.class_names == mem.class_names == ["cat", "dog", "eel"]
+    assert st.info()["chunks"] == 10 and st.class_counts("test") == mem.class_counts("test")
+    for split in st.splits:
+        xm, ym = mem.arrays(split)
+        xs, ys = st.arrays(split, limit=1000)
+        np.testing.assert_array_equal(ys, ym)  # stored order: the same rows
+        np.testing.assert_allclose(xs, xm, rtol=1e-7)
+    full = _batches(st, "train", 16, epoch=3)
+    for k in (1, 7, len(full)):
+        _assert_same(_batches(st, "train", 16, epoch=3, skip_batches=k), full[k:])
+    assert not np.array_equal(np.concatenate([y for _, y in full]), np.concatenate([y for _, y in _batches(st, "train", 16, epoch=4)]))
+    std = CSVStream(path, name="t", source=path, normalize="standardize", chunk_rows=32)
+    ref = ld.load(path, normalize="standardize")
+    np.testing.assert_allclose(std.preprocessing["mean"], ref.preprocessing["mean"], rtol=1e-6)
+    np.testing.assert_allclose(std.preprocessing["std"], ref.preprocessing["std"], rtol=1e-6)
+    with pytest.raises(ld.DataError, match="arrays\\(\\) needs limit=N"):
+        st.arrays("train")
+    with pytest.raises(ld.DataError, match="augment: augmentations need images"):
+        st.batches("train", 4, augment="crop")
+
+
+def test_csv_stream_names_bad_cells_and_is_chosen_by_size(tmp_path, monkeypatch):
+    path = _csv(tmp_path / "t.csv", n=40)
+    assert not ld.load(path).streaming and ld.load(path, stream=True).streaming
+    monkeypatch.setattr(streaming, "STREAM_THRESHOLD_BYTES", 100)
+    assert ld.load(path).streaming
+    lines = open(path).read().splitlines()
+    lines[12] = "0.5,dog,x,1.0"
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ld.DataError, match=r"bad\.csv:13: column 'b': non-numeric value 'x'"):
+        ld.load(str(tmp_path / "bad.csv"))
+    lines[12] = "0.5,dog,1.0"
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ld.DataError, match=r"bad\.csv:13: expected 4 columns, found 3"):
+        ld.load(str(tmp_path / "bad.csv"))

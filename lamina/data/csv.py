@@ -12,14 +12,15 @@ import numpy as np
 from lamina.data.errors import DataError
 from lamina.data.split import split_indices
 
-__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "load_csv_arrays"]
+__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "is_number", "label_index", "load_csv_arrays"]
 
 LABEL_COLUMN_NAMES: Tuple[str, ...] = ("label", "target", "class")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether ``cell`` parses as a float."""
     try:
         float(cell)
     except ValueError:
@@ -27,10 +28,14 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _label_index(
+def label_index(
     path: str, header: Optional[List[str]], width: int, label_column: Union[None, str, int]
 ) -> int:
-    """Resolves ``label_column`` to a column index."""
+    """Resolves ``label_column`` to a column index (a name, an index, else label/target/class, else the last).
+
+    Raises:
+      DataError: for an unknown name or an index out of range.
+    """
     if label_column is None:
         if header is not None:
             lowered = [h.strip().lower() for h in header]
@@ -85,7 +90,7 @@ def load_csv_arrays(
     if not rows:
         raise DataError(f"{path}: empty CSV file")
     header: Optional[List[str]] = None
-    if not any(_is_number(c.strip()) for c in rows[0][1]):
+    if not any(is_number(c.strip()) for c in rows[0][1]):
         header = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
@@ -93,7 +98,7 @@ def load_csv_arrays(
     width = len(header) if header is not None else len(rows[0][1])
     if width < 2:
         raise DataError(f"{path}: need at least one feature column and a label column, found {width} column(s)")
-    label_at = _label_index(path, header, width, label_column)
+    label_at = label_index(path, header, width, label_column)
     names = header if header is not None else [f"column {i + 1}" for i in range(width)]
     feature_cols = [i for i in range(width) if i != label_at]
 
@@ -116,7 +121,7 @@ def load_csv_arrays(
         if not label:
             raise DataError(f"{path}:{line}: empty label")
         if numeric_labels is None:
-            numeric_labels = _is_number(label)
+            numeric_labels = is_number(label)
         if numeric_labels:
             try:
                 value = float(label)

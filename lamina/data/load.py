@@ -9,6 +9,7 @@ import numpy as np
 
 from lamina.data.base import DataSetBase, is_int
 from lamina.data.csv import load_csv_arrays
+from lamina.data.csv_stream import CSVStream
 from lamina.data.dataset import NORMALIZE_MODES, DataSet, compute_preprocessing
 from lamina.data.decode import check_on_bad_file
 from lamina.data.digits import DIGITS_SCALE, load_digits_arrays
@@ -32,7 +33,8 @@ NAMED_SOURCES: Tuple[str, ...] = tuple(NAMED_SETS)
 Splits = Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 # Sources that can be streamed from disk (the others are read into memory).
-STREAMING_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds")
+STREAMING_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds", "csv")
+_BAD_FILE_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds")  # sources with files to decode
 _OPTIONS = ("stream", "on_bad_file")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -191,10 +193,13 @@ def load(
       cache_dir: download cache for named sets (default ``$LAMINA_DATA_DIR`` or
         ``~/.cache/lamina``); the tfds data folder for ``tfds:``.
       base_url: download mirror for named sets (default ``$LAMINA_DATA_URL``).
-      stream: ``True`` reads image folders and TFRecord shards from disk batch
-        by batch (:class:`~lamina.data.StreamingDataSet`); ``False`` decodes
-        them into memory; ``None`` (default) streams when the decoded images
-        would exceed :data:`~lamina.data.STREAM_THRESHOLD_BYTES` (256 MiB).
+      stream: ``True`` reads image folders, TFRecord shards, tfds sets and
+        CSV files from disk batch by batch (a
+        :class:`~lamina.data.StreamingDataSet`, or a
+        :class:`~lamina.data.csv_stream.CSVStream` in chunks of rows);
+        ``False`` loads them into memory; ``None`` (default) streams when the
+        decoded images (or the CSV file) would exceed
+        :data:`~lamina.data.STREAM_THRESHOLD_BYTES` (256 MiB).
       on_bad_file: what to do with a file that cannot be read or decoded:
         ``"skip"`` (warn, naming it, and leave it out) or ``"fail"``
         (:class:`DataError`). Default: ``"skip"`` when streaming (never a
@@ -249,10 +254,10 @@ def load(
         )
     if stream and kind not in STREAMING_KINDS:
         raise DataError(
-            f"{source}: stream=True applies to image folders, TFRecord folders and tfds: sets; "
+            f"{source}: stream=True applies to image folders, TFRecord folders, tfds: sets and .csv files; "
             f"a {kind} source is read into memory"
         )
-    if on_bad_file is not None and kind not in STREAMING_KINDS:
+    if on_bad_file is not None and kind not in _BAD_FILE_KINDS:
         raise DataError(f"{source}: on_bad_file applies to image folders, TFRecord folders and tfds: sets, "
                         f"not to a {kind} source")
     path = os.path.expanduser(source)
@@ -322,6 +327,9 @@ def load(
     else:
         if size is not None or mode is not None:
             raise DataError(f"{source}: image_size and color_mode apply to images, not to .csv features")
+        if _wants_stream(stream, os.path.getsize(path) if os.path.isfile(path) else 0):
+            return CSVStream(path, name=name, source=source, label_column=label_column, normalize=normalize,
+                             stats_sample=stats_sample, **{k: common[k] for k in ("validation_split", "seed")})
         splits, class_names, _ = load_csv_arrays(path, label_column)
         scale = 1.0
 
