@@ -274,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--rss", default="", help="comma-separated folder sizes for the peak-RSS runs, e.g. 10000,50000")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "lamina-data-bench"))
     p.add_argument("--frameworks", default="lamina,lamina-tfrecord,tf.data,torch")
-    p.add_argument("--smoke", action="store_true", help="a 60-image folder, one batch of each, one RSS run of 1 step")
+    p.add_argument("--smoke", action="store_true", help="a 60-image folder, one batch of each, one streamed RSS run of 1 step")
     p.add_argument("--torch-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.torch_child:
@@ -338,7 +338,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for count in (int(v) for v in args.rss.split(",") if v.strip()):
             root = make_folder(os.path.join(args.workdir, f"png-{count}-{args.source_size}"), count, args.source_size)
-            for label, data in (("auto", root), ("stream=1", root + "?stream=1")):
+            modes = (("stream=1", root + "?stream=1"),) if args.smoke else (("auto", root), ("stream=1", root + "?stream=1"))
+            for label, data in modes:
                 mode = "streaming" if ld.load(data, image_size=(args.source_size,) * 2, quiet=True).streaming else "in memory"
                 res = peak_rss(data, args.source_size, 64 if not args.smoke else 8, args.workdir,
                                1 if args.smoke else None)
