@@ -260,7 +260,7 @@ def test_streaming_is_chosen_above_the_threshold_or_when_asked(tmp_path, monkeyp
         ld.load(path + "?stream=1", stream=False)
     with pytest.raises(ld.DataError, match=r"unknown data option 'fast=1'"):
         ld.load(path + "?fast=1")
-    with pytest.raises(ld.DataError, match="stream=True applies to image folders, TFRecord folders and tfds"):
+    with pytest.raises(ld.DataError, match="stream=True applies to image folders, TFRecord folders, tfds: sets and .csv files"):
         ld.load("digits", stream=True)
     with pytest.raises(ld.DataError, match="on_bad_file applies to image folders"):
         ld.load("digits", on_bad_file="skip")
