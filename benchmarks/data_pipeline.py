@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -183,21 +182,11 @@ def torch_child(folder: str, size: int, batch: int) -> None:
         batches, epoch = (int(v) for v in line.split())
         torch.manual_seed(epoch)
         loader = DataLoader(Images(), batch_size=batch, shuffle=True, num_workers=workers, drop_last=False)
-        it = iter(loader)
-        for _ in range(2):
-            next(it)
-        t0 = time.perf_counter()
-        n = 0
-        for _ in range(batches):
-            x, _ = next(it)
-            n += int(x.shape[0])
-        rate = n / (time.perf_counter() - t0)
-        del it
-        print("DONE", rate, flush=True)
+        print("DONE", steady_rate(iter(loader), batches), flush=True)
 
 
-def tf_window(make, batches: int, epoch: int) -> float:
-    it = make(epoch)
+def steady_rate(it: Any, batches: int) -> float:
+    """Images/s over ``batches`` batches of a fresh iterator, after 2 untimed ones (workers, tracing)."""
     for _ in range(2):
         next(it)
     t0 = time.perf_counter()
@@ -205,9 +194,11 @@ def tf_window(make, batches: int, epoch: int) -> float:
     for _ in range(batches):
         x, _ = next(it)
         n += int(x.shape[0])
-    rate = n / (time.perf_counter() - t0)
-    del it
-    return rate
+    return n / (time.perf_counter() - t0)
+
+
+def tf_window(make, batches: int, epoch: int) -> float:
+    return steady_rate(make(epoch), batches)
 
 
 # ---------------------------------------------------------------- wait share

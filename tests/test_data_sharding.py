@@ -5,10 +5,7 @@ them on each worker); one slow test runs two ``MultiWorkerMirroredStrategy``
 processes on 127.0.0.1 over streamed TFRecords.
 """
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -121,7 +118,7 @@ def test_tfrecord_data_sharding_when_files_are_fewer_than_workers(records):
 _WORKER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    data_dir, out = sys.argv[1], sys.argv[2]
+    data_dir, steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     from lamina.train import distribute as dist
     strategy = dist.make_strategy("multiworker")  # before any TensorFlow op
     import numpy as np
@@ -138,7 +135,7 @@ _WORKER_SCRIPT = textwrap.dedent(
     def train(epoch, skip_batches):
         return data.batches("train", 4, shuffle=True, seed=0, epoch=epoch, skip_batches=skip_batches)
 
-    trainer.fit(train, epochs=1, steps_per_epoch=data.num_batches("train", 4))
+    trainer.fit(train, epochs=1, steps_per_epoch=data.num_batches("train", 4), max_steps=steps)
     task = strategy.cluster_resolver.task_id
     np.savez(os.path.join(out, f"final_{task}.npz"), **{k.replace("/", "."): v for k, v in model.get_weights().items()})
     print("RESULT " + json.dumps({"task": task, "step": int(trainer.step.numpy())}), flush=True)
@@ -148,27 +145,11 @@ _WORKER_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow  # two worker processes (~20 s); the per-worker plans are tested above
 def test_two_workers_train_on_file_sharded_records(records, tmp_path):
-    from tests.test_distributed import _env, _free_ports, _result
+    from tests.test_distributed import _run_workers
 
     script = tmp_path / "worker.py"
     script.write_text(_WORKER_SCRIPT)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs = []
-    try:
-        for i in range(2):
-            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            procs.append(subprocess.Popen([sys.executable, str(script), records, str(tmp_path)], cwd=REPO,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          env=_env(TF_CONFIG=tf_config)))
-        outputs = [p.communicate(timeout=150) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (stdout, stderr) in zip(procs, outputs):
-        assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
-    results = [_result(stdout) for stdout, _ in outputs]
+    results = [r for r, _ in _run_workers(script, records, 6, tmp_path)]
     assert [r["step"] for r in results] == [6, 6]  # 24 records / global batch 4, on both workers
     w0, w1 = (np.load(tmp_path / f"final_{i}.npz") for i in range(2))
     for key in w0.files:

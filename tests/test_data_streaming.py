@@ -6,7 +6,6 @@ the same folder streamed must give the same batches bit for bit.
 """
 
 import os
-import struct
 
 import numpy as np
 import pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -11,7 +12,7 @@ import tensorflow as tf
 from lamina.data.augment import AugmentArg, Augmenter, parse_augment
 from lamina.data.errors import DataError
 
-__all__ = ["DataSetBase", "SPLIT_ORDER", "is_int", "check_seed", "check_batch_args", "split_order"]
+__all__ = ["DataSetBase", "Plan", "SPLIT_ORDER", "is_int", "check_seed", "check_batch_args", "split_order"]
 
 SPLIT_ORDER: Tuple[str, ...] = ("train", "validation", "test")
 
@@ -53,6 +54,39 @@ def check_batch_args(batch_size: Any, epoch: Any, skip_batches: Any) -> None:
         raise DataError(f"skip_batches must be a non-negative integer, got {skip_batches!r}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The arguments that fix one epoch's batches (checked by :meth:`DataSetBase.batches`).
+
+    Attributes:
+      split: which split.
+      global_batch: examples per global batch.
+      shuffle: shuffled order of ``(seed, epoch)`` or stored order.
+      seed: shuffle/augmentation seed.
+      epoch: epoch number.
+      drop_remainder: drop a last, smaller global batch.
+      skip_batches: global batches to skip at the start.
+      worker: the worker's part (a :class:`~lamina.data.sharding.WorkerShard`),
+        or ``None`` (one process gets whole batches).
+    """
+
+    split: str
+    global_batch: int
+    shuffle: bool
+    seed: int
+    epoch: int
+    drop_remainder: bool = False
+    skip_batches: int = 0
+    worker: Optional[Any] = None
+
+    @property
+    def batch_size(self) -> int:
+        """Examples per emitted batch: the global batch, or one replica's part of it."""
+        if self.worker is None:
+            return self.global_batch
+        return math.ceil(self.global_batch / self.worker.replicas)
+
+
 class DataSetBase:
     """The interface shared by in-memory (:class:`~lamina.data.DataSet`) and
     streaming (:class:`~lamina.data.StreamingDataSet`) classification data sets.
@@ -85,39 +119,153 @@ class DataSetBase:
         """Number of examples per split, e.g. ``{"train": 1437, "test": 360}``."""
         raise NotImplementedError
 
+    def class_counts(self, split: str) -> List[int]:
+        """Number of examples per class id in ``split`` (no decoding for streaming sets)."""
+        raise NotImplementedError
+
+    def raw_batches(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None, epoch: int = 0
+    ) -> tf.data.Dataset:
+        """Unnormalized batches ``(x_raw [B, ...], y int32 [B], index int64 [B])`` in stored or epoch order.
+
+        Used by :func:`lamina.data.convert`, the statistics pass and the bounded
+        reads (:meth:`arrays`, :meth:`sample`); ``index`` is each example's
+        position in its split.
+        """
+        raise NotImplementedError
+
+    def _epoch(self, plan: "Plan", augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
+        """The batches of one checked plan (see :meth:`batches`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- batching
+    def _plan(
+        self, split: str, batch_size: int, shuffle: Optional[bool], seed: Optional[int], epoch: int,
+        drop_remainder: bool, skip_batches: int,
+    ) -> "Plan":
+        """Checks the arguments of an epoch and fixes them in a :class:`Plan`."""
+        self._check_split(split)
+        check_batch_args(batch_size, epoch, skip_batches)
+        seed = check_seed(self.seed if seed is None else seed)
+        return Plan(
+            split=split, global_batch=int(batch_size), shuffle=(split == "train") if shuffle is None else bool(shuffle),
+            seed=seed, epoch=int(epoch), drop_remainder=bool(drop_remainder), skip_batches=int(skip_batches),
+        )
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: Optional[bool] = None,
+        seed: Optional[int] = None,
+        epoch: int = 0,
+        augment: AugmentArg = False,
+        drop_remainder: bool = False,
+        skip_batches: int = 0,
+        one_hot: bool = False,
+    ) -> tf.data.Dataset:
+        """One epoch of ``(x, y)`` batches of ``split``.
+
+        The order is a pure function of ``(seed, epoch)``: the same arguments
+        always give the same batches, in any process, so a resumed run can skip
+        to where it stopped with ``skip_batches`` (a streaming set skips whole
+        batches of file names or records: nothing it skips is decoded).
+
+        Args:
+          split: ``"train"``, ``"test"`` or ``"validation"``.
+          batch_size: examples per batch.
+          shuffle: shuffle the examples (default: only for ``"train"``).
+          seed: shuffle/augmentation seed (default: the data set's ``seed``).
+          epoch: epoch number; each epoch has its own order.
+          augment: image augmentation, applied to the ``"train"`` split only:
+            ``True`` (random crop), ``"crop,flip,translate"``, a list, or a dict
+            (see :func:`lamina.data.augment.parse_augment`).
+          drop_remainder: drop the last batch if it is smaller.
+          skip_batches: skip this many batches at the start of the epoch.
+          one_hot: labels as one-hot float32 ``[B, num_classes]``.
+
+        Returns:
+          A ``tf.data.Dataset`` of ``(x float32 [B, *input_shape], y int32 [B])``.
+          A streaming set drops a bad file from its batch (that batch is one
+          smaller) and under ``MultiWorkerMirroredStrategy``
+          :func:`lamina.train.distribute.distribute_dataset` rebuilds its
+          pipeline per worker.
+
+        Raises:
+          DataError: for an unknown split or bad arguments.
+        """
+        plan = self._plan(split, batch_size, shuffle, seed, epoch, drop_remainder, skip_batches)
+        self._augmenter(split, augment)  # bad augment arguments fail here
+        return self._epoch(plan, augment, bool(one_hot))
+
+    # ------------------------------------------------------- bounded reads
+    @staticmethod
+    def _collect(ds: tf.data.Dataset, limit: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """Concatenates the ``(x, y, index)`` batches of ``ds`` (at most ``limit`` examples)."""
+        from lamina.data.decode import pipeline_error
+
+        xs: List[np.ndarray] = []
+        ys: List[np.ndarray] = []
+        have = 0
+        try:
+            for x, y, _ in ds:
+                xs.append(x.numpy())
+                ys.append(y.numpy())
+                have += xs[-1].shape[0]
+                if limit is not None and have >= limit:
+                    break
+        except tf.errors.OpError as err:
+            raise (pipeline_error(err) or err) from None
+        if not xs:
+            spec = ds.element_spec[0]
+            return np.zeros((0,) + tuple(spec.shape[1:]), spec.dtype.as_numpy_dtype), np.zeros([0], np.int32)
+        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+        return (x_all, y_all) if limit is None else (x_all[:limit], y_all[:limit])
+
     def arrays(self, split: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Returns raw examples and labels of one split, in stored order.
 
         Args:
           split: which split.
-          limit: at most this many (the first ones); required for streaming sets.
+          limit: at most this many (the first ones); required for a streaming
+            set, which does not fit in memory.
 
         Returns:
-          ``(x_raw [N, *input_shape], y [N] int32)``.
+          ``(x_raw [N, *input_shape], y [N] int32)`` (bad files left out).
+
+        Raises:
+          DataError: without ``limit`` for a streaming set, or for an unknown split.
         """
-        raise NotImplementedError
+        self._check_split(split)
+        if limit is None:
+            raise DataError(
+                f"{self.name}: streams from disk ({self.splits[split]} {split} examples); "
+                "arrays() needs limit=N, or use sample(split, n)"
+            )
+        if not is_int(limit) or limit < 0:
+            raise DataError(f"limit must be a non-negative integer or None, got {limit!r}")
+        return self._collect(self.raw_batches(split, max(1, min(int(limit), 256))), int(limit))
 
     def sample(self, split: str, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Returns a bounded, seeded random sample of raw examples (e.g. for int8 calibration).
 
         Args:
           split: which split.
-          n: how many (fewer if the split is smaller).
+          n: how many (fewer if the split is smaller or files are bad).
           seed: sample seed (default: the data set's ``seed``).
 
         Returns:
           ``(x_raw [n, *input_shape], y [n] int32)``: the first ``n`` examples
-          of the shuffled epoch 0 order of ``(seed)``.
+          of the shuffled epoch-0 order of ``seed`` (only those are decoded).
+
+        Raises:
+          DataError: for an unknown split, a bad ``n`` or seed.
         """
-        raise NotImplementedError
-
-    def class_counts(self, split: str) -> List[int]:
-        """Number of examples per class id in ``split`` (no decoding for streaming sets)."""
-        raise NotImplementedError
-
-    def batches(self, split: str, batch_size: int, **kwargs: Any) -> tf.data.Dataset:
-        """One epoch of ``(x, y)`` batches; see :meth:`lamina.data.DataSet.batches`."""
-        raise NotImplementedError
+        self._check_split(split)
+        if not is_int(n) or n < 0:
+            raise DataError(f"n must be a non-negative integer, got {n!r}")
+        return self._collect(self.raw_batches(split, max(1, min(int(n), 256)), shuffle=True, seed=seed), int(n))
 
     # ---------------------------------------------------------------- shared
     def info(self) -> Dict[str, Any]:

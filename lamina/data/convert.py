@@ -10,7 +10,6 @@ training split (from the same pass) and the SHA-256 of every shard.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys

@@ -12,7 +12,7 @@ import numpy as np
 from lamina.data.errors import DataError
 from lamina.data.split import split_indices
 
-__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "is_number", "label_index", "load_csv_arrays"]
+__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "is_number", "label_index", "feature_value", "check_label", "load_csv_arrays"]
 
 LABEL_COLUMN_NAMES: Tuple[str, ...] = ("label", "target", "class")
 TEST_FRACTION = 0.2
@@ -26,6 +26,42 @@ def is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def feature_value(cell: str, path: str, line: int, column: str) -> float:
+    """Parses one feature cell.
+
+    Raises:
+      DataError: ``file:line: column 'x': non-numeric value ...`` (or non-finite).
+    """
+    cell = cell.strip()
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}:{line}: column {column!r}: non-numeric value {cell!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}:{line}: column {column!r}: non-finite value {cell!r}")
+    return value
+
+
+def check_label(label: str, path: str, line: int, numeric: bool) -> None:
+    """Checks one (stripped) label cell: not empty; with ``numeric`` labels, a non-negative integer.
+
+    Raises:
+      DataError: naming ``file:line``.
+    """
+    if not label:
+        raise DataError(f"{path}:{line}: empty label")
+    if not numeric:
+        return
+    try:
+        value = float(label)
+    except ValueError:
+        raise DataError(f"{path}:{line}: label {label!r} is not a number (earlier labels are numeric)") from None
+    if not math.isfinite(value) or value != int(value):
+        raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
+    if value < 0:
+        raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
 
 
 def label_index(
@@ -109,28 +145,11 @@ def load_csv_arrays(
         if len(row) != width:
             raise DataError(f"{path}:{line}: expected {width} columns, found {len(row)}")
         for j, col in enumerate(feature_cols):
-            cell = row[col].strip()
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DataError(f"{path}:{line}: column {names[col]!r}: non-numeric value {cell!r}") from None
-            if not math.isfinite(value):
-                raise DataError(f"{path}:{line}: column {names[col]!r}: non-finite value {cell!r}")
-            features[r, j] = value
+            features[r, j] = feature_value(row[col], path, line, names[col])
         label = row[label_at].strip()
-        if not label:
-            raise DataError(f"{path}:{line}: empty label")
         if numeric_labels is None:
             numeric_labels = is_number(label)
-        if numeric_labels:
-            try:
-                value = float(label)
-            except ValueError:
-                raise DataError(f"{path}:{line}: label {label!r} is not a number (earlier labels are numeric)") from None
-            if not math.isfinite(value) or value != int(value):
-                raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
-            if value < 0:
-                raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
+        check_label(label, path, line, numeric_labels)
         raw_labels.append(label)
 
     if numeric_labels:

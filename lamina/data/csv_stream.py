@@ -14,7 +14,6 @@ reading, so ``skip_batches`` starts at the right chunk and row.
 from __future__ import annotations
 
 import csv as _csv
-import math
 import os
 from dataclasses import replace
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
@@ -23,12 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg
-from lamina.data.base import DataSetBase, check_batch_args, check_seed, is_int, split_order
-from lamina.data.csv import SPLIT_SEED, TEST_FRACTION, is_number, label_index
+from lamina.data.base import DataSetBase, Plan, check_seed, split_order
+from lamina.data.csv import SPLIT_SEED, TEST_FRACTION, check_label, feature_value, is_number, label_index
 from lamina.data.errors import DataError
 from lamina.data.sharding import WorkerShard, register_worker_builder
 from lamina.data.split import split_indices
-from lamina.data.streaming import Plan, replica_slices
+from lamina.data.streaming import replica_slices
 
 __all__ = ["CHUNK_ROWS", "CSVStream"]
 
@@ -158,17 +157,7 @@ class CSVStream(DataSetBase):
             if len(cells) != width:
                 raise DataError(f"{path}:{line}: expected {width} columns, found {len(cells)}")
             label = cells[label_at].strip()
-            if not label:
-                raise DataError(f"{path}:{line}: empty label")
-            numeric = is_number(label)
-            if labels and is_number(labels[0]) and not numeric:
-                raise DataError(f"{path}:{line}: label {label!r} is not a number (earlier labels are numeric)")
-            if numeric and (not labels or is_number(labels[0])):
-                value = float(label)
-                if not math.isfinite(value) or value != int(value):
-                    raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
-                if value < 0:
-                    raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
+            check_label(label, path, line, is_number(labels[0]) if labels else is_number(label))
             labels.append(label)
             texts.append(raw.decode("utf-8").rstrip("\r\n"))
         try:
@@ -181,13 +170,7 @@ class CSVStream(DataSetBase):
             for _, line, raw in pending:
                 cells = self._row(raw, path, line)
                 for col in features:
-                    cell = cells[col].strip()
-                    try:
-                        value = float(cell)
-                    except ValueError:
-                        raise DataError(f"{path}:{line}: column {names[col]!r}: non-numeric value {cell!r}") from None
-                    if not math.isfinite(value):
-                        raise DataError(f"{path}:{line}: column {names[col]!r}: non-finite value {cell!r}")
+                    feature_value(cells[col], path, line, names[col])
             raise DataError(f"{path}: lines {pending[0][1]}..{pending[-1][1]} cannot be parsed as numbers")
 
     # ---------------------------------------------------------------- splits
@@ -280,42 +263,13 @@ class CSVStream(DataSetBase):
 
         return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def _plan(self, split: str, batch_size: int, shuffle: Optional[bool], seed: Optional[int], epoch: int,
-              drop_remainder: bool, skip_batches: int) -> Plan:
-        self._check_split(split)
-        check_batch_args(batch_size, epoch, skip_batches)
-        seed = check_seed(self.seed if seed is None else seed)
-        return Plan(split, int(batch_size), (split == "train") if shuffle is None else bool(shuffle), seed, int(epoch),
-                    bool(drop_remainder), int(skip_batches))
-
     def raw_batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None,
                     epoch: int = 0) -> tf.data.Dataset:
         """Unnormalized ``(x float32 [B, F], y int32 [B], row id int64 [B])`` batches."""
         return self._raw(self._plan(split, batch_size, shuffle, seed, epoch, False, 0))
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: Optional[bool] = None,
-        seed: Optional[int] = None,
-        epoch: int = 0,
-        augment: AugmentArg = False,
-        drop_remainder: bool = False,
-        skip_batches: int = 0,
-        one_hot: bool = False,
-    ) -> tf.data.Dataset:
-        """One epoch of ``(x float32 [B, F], y int32 [B])`` batches read chunk by chunk.
-
-        Same arguments and guarantees as :meth:`lamina.data.DataSet.batches`
-        (``augment`` must be off: tables have no image augmentations).
-
-        Raises:
-          DataError: for an unknown split, bad arguments or an augmentation.
-        """
-        plan = self._plan(split, batch_size, shuffle, seed, epoch, drop_remainder, skip_batches)
-        self._augmenter(split, augment)  # a CSV has no image axes: any augmentation is an error
+    def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
+        # a CSV has no image axes: batches() already refused any augmentation
         finish = self._finisher(None, None, one_hot)
 
         def build(worker: Optional[WorkerShard]) -> tf.data.Dataset:
@@ -325,35 +279,6 @@ class CSVStream(DataSetBase):
         ds = build(None)
         register_worker_builder(ds, build, 1)
         return ds
-
-    @staticmethod
-    def _collect(ds: tf.data.Dataset, limit: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for x, y, _ in ds:
-            xs.append(x.numpy())
-            ys.append(y.numpy())
-            if limit is not None and sum(len(v) for v in ys) >= limit:
-                break
-        x_all = np.concatenate(xs) if xs else np.zeros((0,) + tuple(ds.element_spec[0].shape[1:]), np.float32)
-        y_all = np.concatenate(ys) if ys else np.zeros([0], np.int32)
-        return (x_all, y_all) if limit is None else (x_all[:limit], y_all[:limit])
-
-    def arrays(self, split: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """The first ``limit`` rows of ``split`` (required: the table streams from disk)."""
-        self._check_split(split)
-        if limit is None:
-            raise DataError(f"{self.name}: streams from disk ({self.splits[split]} {split} rows); "
-                            "arrays() needs limit=N, or use sample(split, n)")
-        if not is_int(limit) or limit < 0:
-            raise DataError(f"limit must be a non-negative integer or None, got {limit!r}")
-        return self._collect(self.raw_batches(split, max(1, min(int(limit), 4096))), int(limit))
-
-    def sample(self, split: str, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``n`` rows of the shuffled epoch-0 order of ``seed``."""
-        self._check_split(split)
-        if not is_int(n) or n < 0:
-            raise DataError(f"n must be a non-negative integer, got {n!r}")
-        return self._collect(self.raw_batches(split, max(1, min(int(n), 4096)), shuffle=True, seed=seed), int(n))
 
     def _preprocessing(self, normalize: Optional[str], stats_sample: Optional[int]) -> Dict[str, Any]:
         from lamina.data.dataset import NORMALIZE_MODES

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg
-from lamina.data.base import DataSetBase, check_batch_args, check_seed, is_int, split_order
+from lamina.data.base import DataSetBase, Plan, check_seed, is_int, split_order
 from lamina.data.checks import as_labels
 from lamina.data.errors import DataError
 from lamina.data.split import epoch_permutation
@@ -244,72 +244,28 @@ class DataSet(DataSetBase):
         Raises:
           DataError: for an unknown split or bad arguments.
         """
-        self._check_split(split)
-        check_batch_args(batch_size, epoch, 0)
-        seed = check_seed(self.seed if seed is None else seed)
+        plan = self._plan(split, batch_size, shuffle, seed, epoch, False, 0)
         n = self.splits[split]
-        order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
+        order = epoch_permutation(n, plan.seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
         x_all, y_all = self._split_tensors(split)
         ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
         return ds.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i), i))
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: Optional[bool] = None,
-        seed: Optional[int] = None,
-        epoch: int = 0,
-        augment: AugmentArg = False,
-        drop_remainder: bool = False,
-        skip_batches: int = 0,
-        one_hot: bool = False,
-    ) -> tf.data.Dataset:
-        """One epoch of ``(x, y)`` batches of ``split``.
-
-        The order is a pure function of ``(seed, epoch)``: the same arguments
-        always give the same batches, in any process, so a resumed run can skip
-        to where it stopped with ``skip_batches``.
-
-        Args:
-          split: ``"train"``, ``"test"`` or ``"validation"``.
-          batch_size: examples per batch.
-          shuffle: shuffle the examples (default: only for ``"train"``).
-          seed: shuffle/augmentation seed (default: the data set's ``seed``).
-          epoch: epoch number; each epoch has its own order.
-          augment: image augmentation, applied to the ``"train"`` split only:
-            ``True`` (random crop), ``"crop,flip,translate"``, a list, or a dict
-            (see :func:`lamina.data.augment.parse_augment`).
-          drop_remainder: drop the last batch if it is smaller.
-          skip_batches: skip this many batches at the start of the epoch.
-          one_hot: labels as one-hot float32 ``[B, num_classes]``.
-
-        Returns:
-          A ``tf.data.Dataset`` of ``(x float32 [B, *input_shape], y int32 [B])``.
-
-        Raises:
-          DataError: for an unknown split or bad arguments.
-        """
-        self._check_split(split)
-        check_batch_args(batch_size, epoch, skip_batches)
-        seed = check_seed(self.seed if seed is None else seed)
-        if shuffle is None:
-            shuffle = split == "train"
-        n = self.splits[split]
-        order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
-        augmenter = self._augmenter(split, augment)
-        tables = augmenter.tables(n, seed, epoch) if augmenter is not None else None
+    def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
+        n = self.splits[plan.split]
+        order = epoch_permutation(n, plan.seed, plan.epoch) if plan.shuffle else np.arange(n, dtype=np.int64)
+        augmenter = self._augmenter(plan.split, augment)
+        tables = augmenter.tables(n, plan.seed, plan.epoch) if augmenter is not None else None
         finish = self._finisher(augmenter, tables, one_hot)
-        x_all, y_all = self._split_tensors(split)
+        x_all, y_all = self._split_tensors(plan.split)
 
         def fetch(index: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
             """Gathers one batch by index, augments, normalizes; returns ``(x, y)``."""
             return finish(tf.gather(x_all, index), tf.gather(y_all, index), index)
 
         ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.batch(int(batch_size), drop_remainder=bool(drop_remainder))
-        if skip_batches:
-            ds = ds.skip(int(skip_batches))
+        ds = ds.batch(plan.global_batch, drop_remainder=plan.drop_remainder)
+        if plan.skip_batches:
+            ds = ds.skip(plan.skip_batches)
         ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)

@@ -19,7 +19,8 @@ from lamina.data.errors import DataError
 from lamina.data.image_folder import FolderListing, decode_image_file
 from lamina.data.images import native_color_mode
 from lamina.data.split import epoch_permutation, split_indices
-from lamina.data.streaming import Plan, StreamingDataSet, position_batches
+from lamina.data.base import Plan
+from lamina.data.streaming import StreamingDataSet, position_batches
 
 __all__ = ["ImageFolderStream", "probe_images"]
 

@@ -164,7 +164,7 @@ def format_report(report: Dict[str, Any]) -> str:
         lines.append(f"    ... {len(names) - len(shown)} more classes")
     index = report.get("index")
     if index:
-        lines.append(f"  TFRecord shards: " + ", ".join(f"{s} {n}" for s, n in index["shards"].items())
+        lines.append("  TFRecord shards: " + ", ".join(f"{s} {n}" for s, n in index["shards"].items())
                      + f" ({index['bytes'] / 2**20:.1f} MiB, {index['encoding']}, stored {tuple(index['stored_shape'])})"
                      + ("" if index["indexed"] else "; no index.json"))
         if index.get("statistics", {}).get("train"):

@@ -24,19 +24,18 @@ plugs into the same pipeline::
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg, Augmenter
-from lamina.data.base import DataSetBase, check_batch_args, check_seed, is_int, split_order
-from lamina.data.decode import RESIZE_MODES, BadFileLog, check_on_bad_file, decode_image_tensor, pipeline_error
+from lamina.data.base import DataSetBase, Plan, check_seed, is_int, split_order
+from lamina.data.decode import RESIZE_MODES, BadFileLog, check_on_bad_file, decode_image_tensor
 from lamina.data.errors import DataError
-from lamina.data.sharding import WorkerShard, register_worker_builder
+from lamina.data.sharding import register_worker_builder
 from lamina.data.stats import channel_histogram, stats_record
 
 __all__ = ["STREAM_THRESHOLD_BYTES", "Plan", "StreamingDataSet", "position_batches", "replica_slices"]
@@ -45,38 +44,6 @@ __all__ = ["STREAM_THRESHOLD_BYTES", "Plan", "StreamingDataSet", "position_batch
 # loading into memory (the in-memory path holds the images twice: NumPy + tensor).
 STREAM_THRESHOLD_BYTES = 256 * 2**20
 _PARALLEL = max(2, min(16, os.cpu_count() or 2))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The arguments that fix one epoch's batches.
-
-    Attributes:
-      split: which split.
-      global_batch: examples per global batch.
-      shuffle: shuffled order of ``(seed, epoch)`` or stored order.
-      seed: shuffle/augmentation seed.
-      epoch: epoch number.
-      drop_remainder: drop a last, smaller global batch.
-      skip_batches: global batches to skip at the start.
-      worker: the worker's part, or ``None`` (one process gets whole batches).
-    """
-
-    split: str
-    global_batch: int
-    shuffle: bool
-    seed: int
-    epoch: int
-    drop_remainder: bool = False
-    skip_batches: int = 0
-    worker: Optional[WorkerShard] = None
-
-    @property
-    def batch_size(self) -> int:
-        """Examples per emitted batch: the global batch, or one replica's part of it."""
-        if self.worker is None:
-            return self.global_batch
-        return math.ceil(self.global_batch / self.worker.replicas)
 
 
 def replica_slices(plan: Plan) -> Callable[[Any], tf.data.Dataset]:
@@ -342,18 +309,6 @@ class StreamingDataSet(DataSetBase):
         )
 
     # ---------------------------------------------------------------- public
-    def _plan(
-        self, split: str, batch_size: int, shuffle: Optional[bool], seed: Optional[int], epoch: int,
-        drop_remainder: bool, skip_batches: int,
-    ) -> Plan:
-        self._check_split(split)
-        check_batch_args(batch_size, epoch, skip_batches)
-        seed = check_seed(self.seed if seed is None else seed)
-        return Plan(
-            split=split, global_batch=int(batch_size), shuffle=(split == "train") if shuffle is None else bool(shuffle),
-            seed=seed, epoch=int(epoch), drop_remainder=bool(drop_remainder), skip_batches=int(skip_batches),
-        )
-
     def raw_batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None, epoch: int = 0
     ) -> tf.data.Dataset:
@@ -384,110 +339,12 @@ class StreamingDataSet(DataSetBase):
         ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: Optional[bool] = None,
-        seed: Optional[int] = None,
-        epoch: int = 0,
-        augment: AugmentArg = False,
-        drop_remainder: bool = False,
-        skip_batches: int = 0,
-        one_hot: bool = False,
-    ) -> tf.data.Dataset:
-        """One epoch of ``(x, y)`` batches, read and decoded from disk as they are needed.
-
-        Same arguments and guarantees as :meth:`lamina.data.DataSet.batches`:
-        the order is a pure function of ``(seed, epoch)`` and ``skip_batches``
-        resumes an epoch exactly, without decoding what it skips. A bad file
-        is dropped from its batch (so that batch is smaller) with a warning,
-        or stops the pipeline with ``on_bad_file="fail"``.
-
-        Returns:
-          A ``tf.data.Dataset`` of ``(x float32 [B, *input_shape], y int32 [B])``;
-          under ``MultiWorkerMirroredStrategy``,
-          :func:`lamina.train.distribute.distribute_dataset` rebuilds it per worker.
-
-        Raises:
-          DataError: for an unknown split or bad arguments.
-        """
-        plan = self._plan(split, batch_size, shuffle, seed, epoch, drop_remainder, skip_batches)
-        self._augmenter(split, augment)  # bad augment arguments fail here, not in a worker
+    def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
         ds = self._build(plan, augment, one_hot)
         register_worker_builder(
-            ds, lambda worker: self._build(replace(plan, worker=worker), augment, one_hot), self.num_files(split)
+            ds, lambda worker: self._build(replace(plan, worker=worker), augment, one_hot), self.num_files(plan.split)
         )
         return ds
-
-    # ---------------------------------------------------------------- arrays
-    @staticmethod
-    def _collect(ds: tf.data.Dataset, limit: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-        xs: List[np.ndarray] = []
-        ys: List[np.ndarray] = []
-        have = 0
-        try:
-            for x, y, _ in ds:
-                xs.append(x.numpy())
-                ys.append(y.numpy())
-                have += xs[-1].shape[0]
-                if limit is not None and have >= limit:
-                    break
-        except tf.errors.OpError as err:
-            raise (pipeline_error(err) or err) from None
-        if not xs:
-            return np.zeros((0,) + tuple(ds.element_spec[0].shape[1:]), np.uint8), np.zeros([0], np.int32)
-        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-        if limit is not None:
-            x_all, y_all = x_all[:limit], y_all[:limit]
-        return x_all, y_all
-
-    def arrays(self, split: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """The first ``limit`` raw examples of ``split`` in stored order (a bounded read).
-
-        Args:
-          split: which split.
-          limit: how many (required: a streaming set does not fit in memory).
-
-        Returns:
-          ``(x uint8 [n, H, W, C], y int32 [n])``, bad files left out.
-
-        Raises:
-          DataError: without ``limit``, or for an unknown split.
-        """
-        self._check_split(split)
-        if limit is None:
-            raise DataError(
-                f"{self.name}: streams from disk ({self._sizes[split]} {split} examples); "
-                "arrays() needs limit=N, or use sample(split, n)"
-            )
-        if not is_int(limit) or limit < 0:
-            raise DataError(f"limit must be a non-negative integer or None, got {limit!r}")
-        if limit == 0:
-            return self._collect(self.raw_batches(split, 1).take(0), 0)
-        return self._collect(self.raw_batches(split, min(int(limit), 256)), int(limit))
-
-    def sample(self, split: str, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``n`` raw examples of the shuffled epoch-0 order of ``seed`` (decoding only those).
-
-        Args:
-          split: which split.
-          n: how many (fewer if the split is smaller or files are bad).
-          seed: sample seed (default: the data set's ``seed``).
-
-        Returns:
-          ``(x uint8 [n, H, W, C], y int32 [n])``.
-
-        Raises:
-          DataError: for an unknown split, a bad ``n`` or seed.
-        """
-        self._check_split(split)
-        if not is_int(n) or n < 0:
-            raise DataError(f"n must be a non-negative integer, got {n!r}")
-        if n == 0:
-            return self._collect(self.raw_batches(split, 1).take(0), 0)
-        return self._collect(self.raw_batches(split, min(int(n), 256), shuffle=True, seed=seed), int(n))
 
     def class_counts(self, split: str) -> List[int]:
         """Number of examples per class id in ``split`` (from the file list or index; no decoding)."""

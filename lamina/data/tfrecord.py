@@ -27,7 +27,6 @@ of ``(seed, shard list, counts)``.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
@@ -37,16 +36,16 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from lamina.data.base import split_order
+from lamina.data.base import Plan, split_order
 from lamina.data.decode import decode_image_bytes
 from lamina.data.errors import DataError
 from lamina.data.images import native_color_mode
-from lamina.data.streaming import Plan, StreamingDataSet, replica_slices
+from lamina.data.streaming import StreamingDataSet, replica_slices
 
 __all__ = [
     "INDEX_NAME",
