@@ -194,8 +194,8 @@ class ImageFolderStream(StreamingDataSet):
     def _element(self, payload: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         return tf.io.read_file(tf.strings.join([self._prefix, payload])), label
 
-    def _fast_element(self, payload: tf.Tensor) -> Tuple[tf.Tensor, None]:
-        return tf.io.read_file(tf.strings.join([self._prefix, payload])), None
+    def _fast_element(self, payload: tf.Tensor) -> tf.Tensor:
+        return tf.io.read_file(tf.strings.join([self._prefix, payload]))
 
     def _describe(self, split: str, index: int) -> Tuple[str, str]:
         path = self.files(split, [index])[0]

@@ -115,7 +115,6 @@ class StreamingDataSet(DataSetBase):
 
     streaming = True
     raw_scale = 1.0 / 255.0  # raw-to-unit multiplier of the stored pixels (a subclass may change it)
-    _labels_in_payload = False  # True when labels are read from the payload (records), not the plan
 
     def __init__(
         self,
@@ -201,12 +200,8 @@ class StreamingDataSet(DataSetBase):
         """One payload -> ``(encoded image bytes, label)``, checking everything (inside the pipeline)."""
         raise NotImplementedError
 
-    def _fast_element(self, payload: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
-        """One payload -> ``(encoded image bytes, label or None)`` with as few ops as possible.
-
-        The label is ``None`` when the plan already holds it
-        (``_labels_in_payload = False``).
-        """
+    def _fast_element(self, payload: tf.Tensor) -> tf.Tensor:
+        """One payload -> encoded image bytes, with as few ops as possible (the plan holds the label)."""
         raise NotImplementedError
 
     def _describe(self, split: str, index: int) -> Tuple[str, str]:
@@ -248,16 +243,16 @@ class StreamingDataSet(DataSetBase):
         h, w, c = self.input_shape
         slow_resize = "cond" if self._resize else "no"
         fast_resize = self._fast_resize
-        element, fast_element, labels_inside = self._element, self._fast_element, self._labels_in_payload
+        element, fast_element = self._element, self._fast_element
+        num_classes = self.num_classes
         log = self._log
         empty = (tf.zeros([0, h, w, c], tf.uint8), tf.zeros([0], tf.int32), tf.zeros([0], tf.int64))
 
-        def fast_one(payload: tf.Tensor, index: tf.Tensor):
-            data, label = fast_element(payload)
-            image = decode_image_tensor(data, c, (h, w), fast_resize)
+        def fast_one(payload: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+            image = decode_image_tensor(fast_element(payload), c, (h, w), fast_resize)
             if augmenter is not None:
                 image = augmenter.apply_one(image, index, tables)
-            return (image, label) if labels_inside else image
+            return image
 
         def slow_one(payload: tf.Tensor, label: tf.Tensor, index: tf.Tensor):
             data, label = element(payload, label)
@@ -270,18 +265,13 @@ class StreamingDataSet(DataSetBase):
         def decode_batch(payload: tf.Tensor, label: tf.Tensor, index: tf.Tensor) -> tf.data.Dataset:
             n = tf.shape(index)[0]
 
-            def complete(*out: tf.Tensor) -> tf.Tensor:
-                ok = tf.equal(tf.shape(out[0])[0], n)
-                if labels_inside:  # labels read from the records: all in range
-                    ok = tf.logical_and(ok, tf.reduce_all((out[1] >= 0) & (out[1] < self.num_classes)))
-                return ok
-
-            def finish_fast(*out: tf.Tensor):
-                return (out[0], tf.cast(out[1], tf.int32), index) if labels_inside else (out[0], label, index)
+            def complete(x: tf.Tensor) -> tf.Tensor:
+                # every image decoded, every label (from the plan) a class id
+                in_range = tf.reduce_all((label >= 0) & (label < num_classes))
+                return tf.logical_and(tf.equal(tf.shape(x)[0], n), in_range)
 
             fast = tf.data.Dataset.from_tensor_slices((payload, index)).map(fast_one).ignore_errors()
-            fast = fast.batch(batch_size)
-            fast = fast.filter(complete).map(finish_fast)
+            fast = fast.batch(batch_size).filter(complete).map(lambda x: (x, label, index))
 
             def check(x: tf.Tensor, y: tf.Tensor, i: tf.Tensor):
                 done = tf.cond(

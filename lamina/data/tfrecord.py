@@ -353,8 +353,6 @@ class _Source:
 class TFRecordStream(StreamingDataSet):
     """Sharded TFRecords streamed from disk (see the module docstring for the epoch plan)."""
 
-    _labels_in_payload = True
-
     def __init__(
         self,
         index: TFRecordIndex,
@@ -461,11 +459,11 @@ class TFRecordStream(StreamingDataSet):
         src = self._sources[split]
         if src.keep is None and split in self._index.per_class:
             return list(self._index.per_class[split])
-        spec = {self._label_key: tf.io.FixedLenFeature([], tf.int64)}
         counts = np.zeros(self.num_classes, np.int64)
         plan = self._plan(split, 4096, False, None, 0, False, 0)
-        for payload, _, _ in self._raw_plan(plan):
-            y = tf.io.parse_example(payload, spec)[self._label_key].numpy()
+        for _, y, _ in self._raw_plan(plan):
+            y = y.numpy()
+            y = y[(y >= 0) & (y < self.num_classes)]
             counts += np.bincount(y, minlength=self.num_classes)[: self.num_classes]
         return counts.astype(int).tolist()
 
@@ -532,7 +530,17 @@ class TFRecordStream(StreamingDataSet):
         size = plan.global_batch
         order = self._shard_order(plan.split, plan.shuffle, plan.seed, plan.epoch)
         worker = plan.worker
-        labels = lambda rec, ids: (rec, tf.fill(tf.shape(ids), tf.constant(-1, tf.int32)), ids)  # noqa: E731
+        # One parse per batch (vectorized): image bytes and labels. Missing features take
+        # defaults that the decode step turns into named bad records (an empty image, label -1).
+        spec = {
+            self._image_key: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+            self._label_key: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        }
+
+        def labels(rec: tf.Tensor, ids: tf.Tensor):
+            parsed = tf.io.parse_example(rec, spec)
+            return parsed[self._image_key], tf.cast(parsed[self._label_key], tf.int32), ids
+
         if worker is not None and self._file_sharding(plan):
             return self._file_shard_plan(plan, order).map(labels)
         skip = plan.skip_batches * size
@@ -585,23 +593,13 @@ class TFRecordStream(StreamingDataSet):
         return first.concatenate(again).take(need).batch(b)
 
     def _element(self, payload: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        spec = {
-            self._image_key: tf.io.FixedLenFeature([], tf.string),
-            self._label_key: tf.io.FixedLenFeature([], tf.int64),
-        }
-        parsed = tf.io.parse_single_example(payload, spec)
-        y = parsed[self._label_key]
-        check = tf.debugging.assert_less(y, tf.constant(self.num_classes, tf.int64), message="label out of range")
-        with tf.control_dependencies([check, tf.debugging.assert_non_negative(y)]):
-            return tf.identity(parsed[self._image_key]), tf.cast(y, tf.int32)
+        # the payload is the record's image bytes (parsed per batch in _raw_plan); the label must be a class id
+        check = tf.debugging.assert_less(label, tf.constant(self.num_classes, label.dtype), message="label out of range")
+        with tf.control_dependencies([check, tf.debugging.assert_non_negative(label)]):
+            return tf.identity(payload), label
 
-    def _fast_element(self, payload: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        spec = {
-            self._image_key: tf.io.FixedLenFeature([], tf.string),
-            self._label_key: tf.io.FixedLenFeature([], tf.int64),
-        }
-        parsed = tf.io.parse_single_example(payload, spec)
-        return parsed[self._image_key], parsed[self._label_key]
+    def _fast_element(self, payload: tf.Tensor) -> tf.Tensor:
+        return payload
 
     def locate(self, split: str, record_id: int) -> Tuple[str, int]:
         """``(shard path, record number in it)`` of a record id of ``split``."""
