@@ -320,8 +320,10 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     check_compatible(run_dir, record)
     steps_per_epoch = dataset.num_batches("train", config.batch_size)
     val_split = "validation" if dataset.splits.get("validation") else None
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    def scope() -> Any:  # a fresh context each time: a strategy's scope object cannot be entered twice
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
         model = pretrained[0] if pretrained else create_model(config.model, dataset.num_classes, **model_kwargs)
         optimizer = make_optimizer(config, -(-steps_per_epoch // config.grad_accum))
     loss = lm.losses.SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
@@ -337,12 +339,12 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         for note in pretrained[1].notes:
             say(f"note: {note}")
         say(f"note: {pretrained[1].summary()}")
+    if (fresh and config.init_from and not weights_file) or config.freeze:
+        trainer.build(dataset.normalize(dataset.sample_raw(1, "train")[0]))  # a model input, as the batches give
     if fresh and config.init_from and not weights_file:
-        trainer.build(dataset.arrays("train")[0][:1])
         for note in init_weights(model, config.init_from):
             say(f"note: {note}")
     if config.freeze:
-        trainer.build(dataset.arrays("train")[0][:1])
         say(f"frozen: {', '.join(apply_freeze(model, config.freeze))}")
     if trainer.is_chief:
         write_record(run_dir, record)
@@ -368,7 +370,7 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
     results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
     if "test" in dataset.splits:
-        with scope:  # a metric updated inside strategy.run lives in the strategy's scope
+        with scope():  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
         test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})

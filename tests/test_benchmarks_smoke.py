@@ -81,3 +81,8 @@ def test_data_pipeline_smoke() -> None:
         assert f"| {name}" in out, name
     assert "share of step time waiting for input" in out
     assert "| 60    | stream=1 | streaming | 0    |" in out
+
+
+def test_remat_smoke() -> None:
+    out = _run([str(BENCH / "remat.py"), "--smoke"])
+    assert out.startswith("machine: ") and "| remat " in out and "remat / plain: memory for the step" in out

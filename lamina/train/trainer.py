@@ -234,7 +234,8 @@ class Trainer:
             self.loss_scale = LossScale() if self.precision.loss_scaling else None
         self._train_logs = LogMeans("train_logs")
         self._eval_logs = LogMeans("eval_logs")
-        self._accum: List[List[tf.Variable]] = []
+        self._accum = tf.Module(name="grad_accumulators")
+        self._accum.sets = []  # one list of accumulators per ctx.apply call of the step
         self.ema = None
         self._train_fn: Optional[Any] = None
         self._train_concrete: Optional[Any] = None
@@ -399,15 +400,15 @@ class Trainer:
         Returns:
           One float32 accumulator per variable.
         """
-        while len(self._accum) <= index:
-            self._accum.append([])
-        if not self._accum[index]:
+        sets = self._accum.sets
+        if index >= len(sets):
             def create(_strategy: Any = None) -> None:
+                made = []
                 with tf.init_scope():
                     for v in variables:
                         with self._scope_strategy.extended.colocate_vars_with(v):
-                            self._accum[index].append(
-                                tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum"))
+                            made.append(tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum"))
+                sets.append(made)  # appended whole: the module tracks it (and restores it if a restore waits)
 
             replica = tf.distribute.get_replica_context()
             if tf.distribute.has_strategy() and replica is not None and self.strategy is not None:
@@ -415,7 +416,7 @@ class Trainer:
             else:
                 with self._scope_strategy.scope():
                     create()
-        return self._accum[index]
+        return list(sets[index])
 
     # ------------------------------------------------------------ building
     def build(self, x: Any) -> None:
@@ -448,6 +449,12 @@ class Trainer:
         batch = sample_batch
         if self.strategy is not None and not _is_host_batch(batch):
             batch = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], batch)
+        scalars = [t for t in tf.nest.flatten(batch) if getattr(t, "shape", None) is not None and len(t.shape) == 0]
+        if scalars:
+            raise ValueError(
+                "Trainer: every tensor of a batch needs a leading batch dimension, got a scalar "
+                f"{tf.as_dtype(scalars[0].dtype).name}; did you forget .batch() on the dataset?"
+            )
         if self._custom_step is not None:
             self.build(None)
         elif type(self).compute_loss is not Trainer.compute_loss:
@@ -472,6 +479,11 @@ class Trainer:
             signature = [tf.nest.map_structure(spec, sample_batch)]
         self._train_fn = tf.function(lambda batch: self._step_graph(batch, True), jit_compile=self.jit_compile,
                                      reduce_retracing=True, input_signature=signature, autograph=self.autograph)
+        if signature is not None:
+            # Trace now, before any restore: whatever the step creates (optimizer slots, gradient
+            # accumulators, lazily built layers) exists when the checkpoint is read back.
+            self._train_concrete = self._train_fn.get_concrete_function()
+            self._train_specs = tf.nest.flatten(signature)
 
     def step_graph(self) -> Optional[tf.Graph]:
         """The traced training step's graph (``None`` before the first step or without a fixed signature)."""
