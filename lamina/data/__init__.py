@@ -14,6 +14,7 @@ TFRecords from any source, ``inspect`` summarizes one. Every bad input raises
 from lamina.data.augment import AUGMENTATIONS, parse_augment
 from lamina.data.base import DataSetBase
 from lamina.data.convert import ENCODINGS, convert
+from lamina.data.csv_stream import CSVStream
 from lamina.data.dataset import NORMALIZE_MODES, DataSet
 from lamina.data.decode import ON_BAD_FILE, pipeline_error
 from lamina.data.errors import DataError
@@ -32,6 +33,7 @@ __all__ = [
     "STREAMING_KINDS",
     "STREAM_THRESHOLD_BYTES",
     "ENCODINGS",
+    "CSVStream",
     "DataError",
     "DataSet",
     "DataSetBase",

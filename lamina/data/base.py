@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -12,7 +12,8 @@ import tensorflow as tf
 from lamina.data.augment import AugmentArg, Augmenter, parse_augment
 from lamina.data.errors import DataError
 
-__all__ = ["DataSetBase", "Plan", "SPLIT_ORDER", "is_int", "check_seed", "check_batch_args", "split_order"]
+__all__ = ["DataSetBase", "Plan", "SPLIT_ORDER", "is_int", "check_seed", "check_batch_args", "preprocessing_record",
+           "split_order"]
 
 SPLIT_ORDER: Tuple[str, ...] = ("train", "validation", "test")
 
@@ -131,6 +132,20 @@ class DataSetBase:
         Used by :func:`lamina.data.convert`, the statistics pass and the bounded
         reads (:meth:`arrays`, :meth:`sample`); ``index`` is each example's
         position in its split.
+
+        Args:
+          split: which split.
+          batch_size: examples per batch.
+          shuffle: in the order of ``(seed, epoch)`` instead of stored order.
+          seed: shuffle seed (default: the data set's ``seed``).
+          epoch: epoch of the order.
+
+        Returns:
+          A ``tf.data.Dataset`` (raw values in the stored dtype; for a
+          streaming set, bad files skipped or failing as ``on_bad_file`` says).
+
+        Raises:
+          DataError: for an unknown split or bad arguments.
         """
         raise NotImplementedError
 
@@ -366,6 +381,15 @@ class DataSetBase:
             return x, y
 
         return finish
+
+
+def preprocessing_record(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy of a ``{"scale", "mean", "std"}`` record with plain floats (from JSON, NumPy, ...)."""
+    return {
+        "scale": float(record["scale"]),
+        "mean": [float(v) for v in record["mean"]],
+        "std": [float(v) for v in record["std"]],
+    }
 
 
 def split_order(names: Sequence[str]) -> List[str]:

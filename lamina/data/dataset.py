@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg
-from lamina.data.base import DataSetBase, Plan, check_seed, is_int, split_order
+from lamina.data.base import DataSetBase, Plan, check_seed, is_int, preprocessing_record, split_order
 from lamina.data.checks import as_labels
 from lamina.data.errors import DataError
 from lamina.data.split import epoch_permutation
@@ -149,11 +149,7 @@ class DataSet(DataSetBase):
         self.input_shape: Tuple[int, ...] = shape
         self.seed = int(seed)
         if preprocessing is not None:
-            self.preprocessing = {
-                "scale": float(preprocessing["scale"]),
-                "mean": [float(v) for v in preprocessing["mean"]],
-                "std": [float(v) for v in preprocessing["std"]],
-            }
+            self.preprocessing = preprocessing_record(preprocessing)
         else:
             self.preprocessing = compute_preprocessing(self._x["train"], scale, normalize)
         self._tensors: Dict[str, Tuple[tf.Tensor, tf.Tensor]] = {}
@@ -226,24 +222,7 @@ class DataSet(DataSetBase):
     def raw_batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None, epoch: int = 0
     ) -> tf.data.Dataset:
-        """Batches of raw examples: ``(x_raw [B, ...] (stored dtype), y int32 [B], index int64 [B])``.
-
-        Used by :func:`lamina.data.convert` and the statistics pass; ``index``
-        is each example's position in its split.
-
-        Args:
-          split: which split.
-          batch_size: examples per batch.
-          shuffle: in the order of ``(seed, epoch)`` instead of stored order.
-          seed: shuffle seed (default: the data set's ``seed``).
-          epoch: epoch of the order.
-
-        Returns:
-          A ``tf.data.Dataset``.
-
-        Raises:
-          DataError: for an unknown split or bad arguments.
-        """
+        """Raw batches ``(x_raw [B, ...], y, index)`` gathered from memory; see :meth:`DataSetBase.raw_batches`."""
         plan = self._plan(split, batch_size, shuffle, seed, epoch, False, 0)
         n = self.splits[split]
         order = epoch_permutation(n, plan.seed, epoch) if shuffle else np.arange(n, dtype=np.int64)

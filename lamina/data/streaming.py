@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg, Augmenter
-from lamina.data.base import DataSetBase, Plan, check_seed, is_int, split_order
+from lamina.data.base import DataSetBase, Plan, check_seed, is_int, preprocessing_record, split_order
 from lamina.data.decode import RESIZE_MODES, BadFileLog, check_on_bad_file, decode_image_tensor
 from lamina.data.errors import DataError
 from lamina.data.sharding import register_worker_builder
@@ -175,11 +175,7 @@ class StreamingDataSet(DataSetBase):
         self.on_bad_file = check_on_bad_file(on_bad_file)
         self._log = BadFileLog(self.name, self.on_bad_file, self._describe)
         if preprocessing is not None:
-            self.preprocessing = {
-                "scale": float(preprocessing["scale"]),
-                "mean": [float(v) for v in preprocessing["mean"]],
-                "std": [float(v) for v in preprocessing["std"]],
-            }
+            self.preprocessing = preprocessing_record(preprocessing)
         else:
             self.preprocessing = self._compute_preprocessing(normalize, stats_sample)
 
@@ -302,21 +298,7 @@ class StreamingDataSet(DataSetBase):
     def raw_batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None, epoch: int = 0
     ) -> tf.data.Dataset:
-        """Decoded, unnormalized batches: ``(x uint8 [B, H, W, C], y int32 [B], index int64 [B])``.
-
-        Args:
-          split: which split.
-          batch_size: examples per batch.
-          shuffle: in the order of ``(seed, epoch)`` instead of stored order.
-          seed: shuffle seed (default: the data set's ``seed``).
-          epoch: epoch of the order.
-
-        Returns:
-          A ``tf.data.Dataset`` (bad files skipped or failing as ``on_bad_file`` says).
-
-        Raises:
-          DataError: for an unknown split or bad arguments.
-        """
+        """Decoded 8-bit batches ``(x uint8 [B, H, W, C], y, index)``; see :meth:`DataSetBase.raw_batches`."""
         plan = self._plan(split, batch_size, shuffle, seed, epoch, False, 0)
         return self._decoded(self._raw_plan(plan), split, plan.batch_size, keep_empty=False)
 
