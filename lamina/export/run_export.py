@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Tuple
 __all__ = ["export_run", "FORMATS"]
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+_STREAM_CHECK = 2048  # test examples a streaming data set lends to the export check
+_STREAM_CALIBRATION = 1024  # training examples it lends to int8 calibration (tflite uses up to 200)
 
 
 def _load_data(config: Dict[str, Any]) -> Tuple[Any, Optional[str]]:
@@ -84,7 +86,8 @@ def export_run(
     test = None
     if ds is not None:
         split = "test" if "test" in ds.splits else "train"
-        x, y = ds.arrays(split)
+        # a streaming set (too big for memory) gives a bounded seeded sample instead of the whole split
+        x, y = ds.sample(split, _STREAM_CHECK) if ds.streaming else ds.arrays(split)
         sample = x[:256]
         test = (x, y) if split == "test" else None
         say(f"checking on {len(sample)} {split} examples of {config.get('data')}")
@@ -103,7 +106,7 @@ def export_run(
         if quantize == "int8":
             if ds is None:
                 raise ExportError(f"lamina export: int8 quantization calibrates on the training split of {config.get('data')!r}, which could not be loaded: {reason}")
-            rep = ds.arrays("train")[0]
+            rep = (ds.sample("train", _STREAM_CALIBRATION) if ds.streaming else ds.arrays("train"))[0]
         path = tflite(model, output, quantize=quantize, representative_data=rep,
                       test_data=test if quantize else None, **common)
     say(f"exported {fmt}{f' ({quantize})' if quantize else ''} to {path}")
