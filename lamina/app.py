@@ -142,7 +142,10 @@ def latest_run(model: str, data: str, root: str = "runs") -> Optional[str]:
                 cfg = json.load(f)
         except (OSError, ValueError):
             continue
-        if not isinstance(cfg, dict) or str(cfg.get("model", "")).lower() != model.lower() or cfg.get("data") != data:
+        from lamina.data.load import split_source_options
+
+        same_data = split_source_options(str(cfg.get("data", "")))[0] == split_source_options(data)[0] if isinstance(cfg, dict) else False
+        if not isinstance(cfg, dict) or str(cfg.get("model", "")).lower() != model.lower() or not same_data:
             continue
         ckpt = os.path.join(folder, "checkpoints", "checkpoint")
         found.append((os.path.getmtime(ckpt if os.path.exists(ckpt) else path), folder))
@@ -291,7 +294,7 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     say: Callable[..., None] = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     lm.set_seed(config.seed)
     dataset = ld.load(config.data, image_size=tuple(config.image_size) if config.image_size else None,
-                      validation_split=config.val_split, seed=config.seed)
+                      validation_split=config.val_split, seed=config.seed, on_bad_file=config.on_bad_file)
     run_dir = config.run_dir
     if resume and run_dir is None:
         run_dir = latest_run(config.model, config.data)
@@ -538,7 +541,7 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
     cfg = record.config
     source = data or cfg.data
     dataset = ld.load(source, image_size=tuple(cfg.image_size) if cfg.image_size else None,
-                      validation_split=cfg.val_split, seed=cfg.seed)
+                      validation_split=cfg.val_split, seed=cfg.seed, on_bad_file=cfg.on_bad_file)
     if list(dataset.input_shape) != list(record.input_shape):
         raise ConfigError(f"data {source!r} has input shape {tuple(dataset.input_shape)}, "
                           f"the model expects {tuple(record.input_shape)}")

@@ -132,3 +132,24 @@ def test_sequential_given_layers_as_arguments_says_to_pass_a_list():
     with pytest.raises(TypeError, match=r"Sequential: takes one list of layers, Sequential\(\[a, b, ...\]\); got a "
                                         r"Linear as its second argument"):
         lm.Sequential(lm.Linear(2), lm.Linear(3))
+
+
+def test_on_bad_file_fail_stops_a_streamed_run_with_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "pics"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(root / cls / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = ["train", "--data", f"{root}?stream=1", "--model", "mlp", "--val-split", "0", "--epochs", "1",
+            "--batch-size", "4", "--quiet"]
+    assert main(args + ["--run-dir", str(tmp_path / "run"), "--on-bad-file", "fail"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lamina: error: ") and "broken.png" in err[0], err
+    assert main(args + ["--run-dir", str(tmp_path / "skip"), "--on-bad-file", "skip"]) == 0
+    assert "broken.png" in capsys.readouterr().err  # skipped with a warning naming it
+    from lamina.train.run import default_run_dir
+
+    assert os.path.basename(default_run_dir("mlp", f"{root}?stream=1")).startswith("mlp-pics-")

@@ -289,5 +289,7 @@ def default_run_dir(model: str, data: str, root: str = "runs") -> str:
     """
     import time
 
-    tag = os.path.basename(os.path.normpath(str(data))).replace(":", "_") or "data"
+    from lamina.data.load import split_source_options
+
+    tag = os.path.basename(os.path.normpath(split_source_options(str(data))[0])).replace(":", "_") or "data"
     return os.path.join(root, f"{model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
