@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -62,6 +63,50 @@ def _to_tensor(x: Any) -> Any:
     return x
 
 
+# Top-level packages of Keras (3 and the legacy tf-keras). lamina never imports
+# them: objects are recognized by their type's module name.
+_SYMBOLIC_PACKAGES = ("keras", "tf_keras")
+
+
+def _package_of(obj: Any) -> str:
+    return (getattr(type(obj), "__module__", "") or "").split(".", 1)[0]
+
+
+def _check_not_symbolic(module: "Module", args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Rejects Keras symbolic tensors (``keras.Input``) among the call's arguments (one level deep).
+
+    Raises:
+      TypeError: naming the module and the argument.
+    """
+    for where, value in list(enumerate(args)) + list(kwargs.items()):
+        items = value if isinstance(value, (list, tuple)) else (value.values() if isinstance(value, dict) else (value,))
+        for item in items:
+            if _package_of(item) in _SYMBOLIC_PACKAGES:
+                what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
+                raise TypeError(
+                    module.error(
+                        f"symbolic Keras tensors (keras.Input) are not supported; got a {type(item).__name__} as "
+                        f"{what}. lamina modules take tf.Tensors / NumPy arrays: call the module on data "
+                        "(eagerly or inside a tf.function); lamina does not build Keras models"
+                    )
+                )
+
+
+def _enclosing_foreign_layer(max_depth: int = 64) -> Optional[Any]:
+    """The Keras layer whose call is on the Python stack, if any (checked once per module, at build)."""
+    frame = sys._getframe(2)
+    depth = 0
+    while frame is not None and depth < max_depth:
+        owner = frame.f_locals.get("self")
+        if owner is not None and _package_of(owner) not in ("lamina",):
+            for cls in type(owner).__mro__:
+                if cls.__name__ == "Layer" and (cls.__module__ or "").split(".", 1)[0] in _SYMBOLIC_PACKAGES:
+                    return owner
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
 def _shape_structure(x: Any) -> Any:
     if _is_tensor_like(x):
         return tf.TensorShape(x.shape)
@@ -75,10 +120,20 @@ def _wrap_call(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapped(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        _check_not_symbolic(self, args, kwargs)
         if args:
             args = (_to_tensor(args[0]),) + args[1:]
         first = args[0] if args else None
         if not self._lamina_built:
+            layer = _enclosing_foreign_layer()
+            if layer is not None:
+                raise TypeError(
+                    self.error(
+                        f"called inside the Keras layer {getattr(layer, 'name', '?')!r} ({type(layer).__name__}); "
+                        "Keras does not track lamina variables, so they would be neither trained nor saved by it. "
+                        "Train lamina modules with lm.train.Trainer or tf.GradientTape, and use Keras layers inside Keras"
+                    )
+                )
             self._lamina_check(first, building=True)
             with tf.init_scope():
                 with self.name_scope:
