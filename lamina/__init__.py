@@ -2,7 +2,7 @@
 
 The public API is re-exported here: ``lm.Module``, every layer (``lm.Conv2D``,
 ``lm.Linear``, ...), ``lm.initializers``, ``lm.models``, ``lm.summary`` and
-``lm.set_seed``. The heavier sub-packages (``lm.losses``, ``lm.metrics``,
+``lm.set_seed``, ``lm.freeze`` / ``lm.unfreeze``. The heavier sub-packages (``lm.losses``, ``lm.metrics``,
 ``lm.optim``, ``lm.train``, ``lm.data``, ``lm.export``) load on first use, which
 keeps ``import lamina`` fast. See ``docs/architecture.md`` for the layout.
 """
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - exercised in a subprocess test
     ) from None
 
 from lamina import initializers  # noqa: E402
-from lamina.module import InputSpec, Module, call_with_training  # noqa: E402
+from lamina.module import InputSpec, Module, call_with_training, freeze, unfreeze  # noqa: E402
 from lamina.random import get_seed, set_seed  # noqa: E402
 from lamina.layers import *  # noqa: E402,F401,F403
 from lamina import layers, models  # noqa: E402

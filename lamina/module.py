@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Module", "InputSpec", "call_with_training"]
+__all__ = ["Module", "InputSpec", "call_with_training", "freeze", "unfreeze"]
 
 _ctor = threading.local()
 
@@ -142,6 +142,8 @@ def _wrap_call(fn: Callable) -> Callable:
                     build = tf.autograph.experimental.do_not_convert(self.build)
                     build(_shape_structure(first) if first is not None else None)
             self._lamina_built = True
+            if not self._lamina_trainable:
+                self._set_trainable(False)  # children created by ``build`` are frozen too
         self._lamina_check(first, building=False)
         with self.name_scope:
             return fn(self, *args, **kwargs)
@@ -204,6 +206,7 @@ class Module(tf.Module):
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name=name)
         self._lamina_built = False
+        self._lamina_trainable = True
         self.input_spec: Optional[InputSpec] = None
         # Enter our name scope for the rest of the subclass constructor, so that
         # child modules created there are named ``parent/child``.
@@ -260,22 +263,83 @@ class Module(tf.Module):
             if got is not None and size is not None and got != size:
                 raise ValueError(self.error(f"expected {size} {what} (fixed at first call), got {got}"))
 
+    # --------------------------------------------------------------- freezing
+    @property
+    def trainable(self) -> bool:
+        """Whether this module is trained (``False`` once frozen).
+
+        Setting it sets it on the module and on every lamina module inside it
+        (also those its build creates later), as Keras' ``layer.trainable`` does.
+        A frozen module's variables are left out of ``trainable_variables`` of
+        the module and of every module that contains it (the ``Trainer`` hence
+        leaves them alone); unfreezing a module inside a frozen one does not
+        make it trainable from the outside. A frozen ``BatchNorm`` also runs in
+        inference mode. Checkpoints and ``get_weights`` still hold every variable.
+
+        Raises:
+          TypeError: when set to anything but a bool.
+        """
+        return self._lamina_trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._set_trainable(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # tf.Module skips ``self.x = v`` when ``self.x is v`` already: ``trainable = True``
+        # must still reach the frozen modules inside.
+        if name == "trainable":
+            self._set_trainable(value)
+        else:
+            super().__setattr__(name, value)
+
+    def _set_trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(self.error(f"trainable must be True or False, got {value!r}"))
+        for m in [self, *self.submodules]:
+            if isinstance(m, Module):
+                m._lamina_trainable = bool(value)
+
+    def _frozen_variable_ids(self) -> set:
+        """``id`` of every variable held by a frozen module inside this one."""
+        frozen = set()
+        for m in self.submodules:
+            if isinstance(m, Module) and not m._lamina_trainable:
+                frozen.update(id(v) for v in m.variables)
+        return frozen
+
+    @property
+    def trainable_variables(self) -> Tuple[tf.Variable, ...]:
+        """The trainable variables of this module and its sub-modules, without those of frozen modules.
+
+        Returns:
+          A tuple of variables (those created ``trainable=True`` and not held by
+          a frozen module; empty when this module is frozen).
+        """
+        if not self._lamina_trainable:
+            return ()
+        variables = super().trainable_variables
+        frozen = self._frozen_variable_ids()
+        return tuple(v for v in variables if id(v) not in frozen) if frozen else variables
+
     # ------------------------------------------------------- weights as numpy
     def variable_paths(self, trainable_only: bool = False) -> Dict[str, tf.Variable]:
         """Maps each variable's attribute path (``"blocks/0/conv/weights"``) to it.
 
         Args:
-          trainable_only: keep only trainable variables.
+          trainable_only: keep only the variables in :attr:`trainable_variables`
+            (frozen modules' variables are left out).
 
         Returns:
           An ordered dict from path to ``tf.Variable``.
         """
-        pred = (lambda v: isinstance(v, tf.Variable) and v.trainable) if trainable_only else (
-            lambda v: isinstance(v, tf.Variable)
-        )
+        pred = lambda v: isinstance(v, tf.Variable)  # noqa: E731
+        keep = {id(v) for v in self.trainable_variables} if trainable_only else None
         out: Dict[str, tf.Variable] = {}
         seen = set()
         for path, var in self._flatten(predicate=pred, with_path=True):
+            if keep is not None and id(var) not in keep:
+                continue
             if id(var) in seen:
                 continue
             seen.add(id(var))
@@ -323,6 +387,50 @@ class Module(tf.Module):
         for key, var in variables.items():
             if key in weights:
                 var.assign(np.asarray(weights[key]).astype(var.dtype.as_numpy_dtype))
+
+
+def _check_module(module: Any, what: str) -> "Module":
+    if not isinstance(module, Module):
+        raise TypeError(f"{what}: expected a lamina Module, got {type(module).__name__}")
+    return module
+
+
+def freeze(module: "Module") -> "Module":
+    """Freezes ``module``: ``module.trainable = False`` (see :attr:`Module.trainable`).
+
+    Its variables leave ``trainable_variables`` of the module and of every module
+    containing it, so the ``Trainer`` (and any ``GradientTape`` over
+    ``trainable_variables``) leaves them alone; a frozen ``BatchNorm`` runs in
+    inference mode. Works before the module is built too. Freeze before the
+    first training step: a compiled step keeps the variables it was traced with.
+
+    Args:
+      module: a lamina module.
+
+    Returns:
+      ``module``.
+
+    Raises:
+      TypeError: if ``module`` is not a lamina ``Module``.
+    """
+    _check_module(module, "freeze").trainable = False
+    return module
+
+
+def unfreeze(module: "Module") -> "Module":
+    """Unfreezes ``module`` and every lamina module inside it: ``module.trainable = True``.
+
+    Args:
+      module: a lamina module.
+
+    Returns:
+      ``module``.
+
+    Raises:
+      TypeError: if ``module`` is not a lamina ``Module``.
+    """
+    _check_module(module, "unfreeze").trainable = True
+    return module
 
 
 @functools.lru_cache(maxsize=None)
