@@ -362,10 +362,11 @@ class Module(tf.Module):
           strict: if true, every variable must be given and no unknown key may appear.
 
         Raises:
-          ValueError: on a missing, unknown or misshapen entry, or an unbuilt module.
+          ValueError: on a missing, unknown or misshapen entry, or an unbuilt module
+            (a built module without variables, e.g. ``Flatten``, takes ``{}``).
         """
         variables = self.variable_paths()
-        if not variables:
+        if not variables and not self.built:
             raise ValueError(self.error("has no variables yet; call it once on an input to build it"))
         missing = sorted(set(variables) - set(weights))
         unknown = sorted(set(weights) - set(variables))
