@@ -66,3 +66,28 @@ def train_run(run_dir, steps=120, class_prefix=""):
     })
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
     return model, ds
+
+
+def once_per_session(tmp_path_factory, name, produce):
+    """``produce(folder) -> JSON-able result``, run once per test session, also across pytest-xdist workers.
+
+    The first worker to ask runs it in ``<session tmp>/<name>`` under a file lock
+    and stores the result next to it; the others wait and read it (so one
+    costly subprocess serves the tests of every worker).
+    """
+    import json
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return produce(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    out = root / f"{name}.json"
+    with FileLock(str(out) + ".lock"):
+        if out.is_file():
+            return json.loads(out.read_text())
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        data = produce(folder)
+        out.write_text(json.dumps(data))
+    return data

@@ -306,3 +306,13 @@ def test_lamina_module_inside_a_keras_layer_fails_clearly():
 
     with pytest.raises(TypeError, match=r"Linear 'inner': called inside the Keras layer 'sub' \(Sub\)"):
         Sub()(tf.zeros([2, 5]))
+
+
+def test_set_weights_of_a_built_module_without_variables():
+    flat = lm.Flatten(name="flat")
+    with pytest.raises(ValueError, match="Flatten 'flat': has no variables yet; call it once"):
+        flat.set_weights({})
+    flat(tf.zeros([1, 2, 3]))
+    flat.set_weights(flat.get_weights())  # {} -> {}: nothing to set, nothing missing
+    with pytest.raises(ValueError, match=r"Flatten 'flat': set_weights: unknown \['w'\]"):
+        flat.set_weights({"w": np.zeros(1)})

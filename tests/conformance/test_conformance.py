@@ -22,6 +22,7 @@ import tensorflow as tf
 
 import lamina as lm
 from lamina.testing import CHECKS, float_outputs
+from conftest import once_per_session
 from descriptors import DESCRIPTORS, EXCLUDED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,24 +77,6 @@ def test_check(check, d):
 
 
 # ------------------------------------------------- shared subprocess results
-def _shared(tmp_path_factory, name, produce):
-    """``produce(folder) -> dict``, run once per test session even with pytest-xdist workers."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return produce(tmp_path_factory.mktemp(name))
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp().parent
-    out = root / f"{name}.json"
-    with FileLock(str(out) + ".lock"):
-        if out.is_file():
-            return json.loads(out.read_text())
-        folder = root / name
-        folder.mkdir(exist_ok=True)
-        data = produce(folder)
-        out.write_text(json.dumps(data))
-    return data
-
-
 def _run(args, cwd):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_CONFIG", None)
@@ -109,7 +92,7 @@ def strategy_results(tmp_path_factory):
         _run([os.path.join(HERE, "strategy_worker.py"), str(out)], cwd=str(folder))
         return json.loads(out.read_text())
 
-    return _shared(tmp_path_factory, "conformance_strategy", produce)
+    return once_per_session(tmp_path_factory, "conformance_strategy", produce)
 
 
 @pytest.mark.parametrize("d", [_param(d, "strategy", raises=AssertionError) for d in DESCRIPTORS if d.expensive])
@@ -176,7 +159,7 @@ def saved_model_results(tmp_path_factory):
             results[d.name] = {"error": None, "relative_diffs": diffs}
         return results
 
-    return _shared(tmp_path_factory, "conformance_saved_model", produce)
+    return once_per_session(tmp_path_factory, "conformance_saved_model", produce)
 
 
 @pytest.mark.parametrize("d", [_param(d, "saved_model", raises=AssertionError) for d in DESCRIPTORS if d.expensive])
