@@ -180,7 +180,7 @@ def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, pr
         model, optimizer, loss=lm.losses.SoftmaxCrossEntropy(), metrics=(),
         precision=precision, jit_compile=jit, quiet=True, tensorboard=False,
     )
-    return (lambda: trainer.train_step(*next(data))), _tf_sync
+    return (lambda: trainer.train_step(*next(data))["loss"]), _tf_sync
 
 
 def build_keras(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, policy: str) -> Tuple[Callable, Callable]:

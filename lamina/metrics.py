@@ -17,11 +17,11 @@ state.
 from __future__ import annotations
 
 import numbers
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-__all__ = ["Metric", "Mean", "Accuracy", "TopKAccuracy", "ConfusionMatrix"]
+__all__ = ["Metric", "Mean", "Accuracy", "TopKAccuracy", "ConfusionMatrix", "classification_report"]
 
 
 def _positive_int(value: Any, what: str, owner: str) -> int:
@@ -367,3 +367,57 @@ class ConfusionMatrix(Metric):
     def result(self) -> tf.Tensor:
         """Returns the ``(C, C)`` count matrix (rows: true, columns: predicted)."""
         return tf.convert_to_tensor(self.matrix)
+
+
+def classification_report(
+    confusion_matrix: Any,
+    class_names: Optional[Sequence[Any]] = None,
+    *,
+    digits: int = 3,
+    output_dict: bool = False,
+) -> Union[str, Dict[str, Any]]:
+    """Per-class precision, recall, F1 and support of a confusion matrix (scikit-learn's report).
+
+    The matrix is handed to ``sklearn.metrics.classification_report`` as
+    ``(true, predicted)`` pairs, one per counted example (fractional counts:
+    one pair per cell, weighted by the count), so the numbers are exactly
+    scikit-learn's; a class never predicted (or absent) gets 0, not a warning.
+
+    Args:
+      confusion_matrix: ``(C, C)`` counts, rows true class, columns predicted
+        (what :class:`ConfusionMatrix` returns; a tensor or an array).
+      class_names: one name per class (default ``"0"``, ``"1"``, ...).
+      digits: decimals in the text report.
+      output_dict: return scikit-learn's dict (``{name: {"precision",
+        "recall", "f1-score", "support"}, "accuracy", "macro avg",
+        "weighted avg"}``) instead of the text.
+
+    Returns:
+      The text report (one row per class, then accuracy, macro and weighted
+      averages) or the dict.
+
+    Raises:
+      ValueError: for a matrix that is not square, has negative or non-finite
+        counts, or a wrong number of class names.
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    matrix = np.asarray(confusion_matrix.numpy() if hasattr(confusion_matrix, "numpy") else confusion_matrix, np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 1:
+        raise ValueError(f"classification_report: expected a square (C, C) confusion matrix, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
+        raise ValueError("classification_report: the confusion matrix must hold finite, non-negative counts")
+    c = matrix.shape[0]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(c)]
+    if len(names) != c:
+        raise ValueError(f"classification_report: {len(names)} class names for a {c}x{c} confusion matrix")
+    true, pred = np.divmod(np.arange(c * c), c)
+    weights = matrix.ravel()
+    if not weights.sum():
+        raise ValueError("classification_report: the confusion matrix is empty (no examples)")
+    if np.all(weights == np.round(weights)):  # counts: one pair per example, so supports stay integers
+        counts = weights.astype(np.int64)
+        true, pred, weights = np.repeat(true, counts), np.repeat(pred, counts), None
+    return skm.classification_report(true, pred, labels=list(range(c)), target_names=names, sample_weight=weights,
+                                     digits=int(digits), output_dict=output_dict, zero_division=0)

@@ -15,19 +15,54 @@ parent's name scope, so variables get hierarchical names such as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import sys
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Module", "InputSpec", "call_with_training", "freeze", "unfreeze"]
+from lamina import deferred
+
+__all__ = [
+    "Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls", "builds_first", "freeze", "unfreeze",
+]
 
 _ctor = threading.local()
+_observers = threading.local()
+
+CallObserver = Callable[["Module", Tuple[Any, ...], Dict[str, Any], Any], None]
+
+
+@contextlib.contextmanager
+def observe_calls(observer: CallObserver) -> Iterator[None]:
+    """Calls ``observer(module, args, kwargs, output)`` after every lamina module call in this thread.
+
+    The hook lives in the call wrapper every :class:`Module` subclass already
+    has, so nothing is patched. Calls complete innermost first: a layer is
+    observed before the block that called it. Observers nest; each sees every
+    call made while its ``with`` block is open (eager calls, or the Python
+    trace of a ``tf.function``).
+
+    Args:
+      observer: the function called after each call, with the module, its
+        positional and keyword arguments and what it returned.
+
+    Yields:
+      Nothing; the observer is removed on exit.
+    """
+    stack = getattr(_observers, "stack", None)
+    if stack is None:
+        stack = _observers.stack = []
+    stack.append(observer)
+    try:
+        yield
+    finally:
+        stack.remove(observer)
 
 
 @dataclasses.dataclass
@@ -141,15 +176,40 @@ def _wrap_call(fn: Callable) -> Callable:
                     # (converting a docstring-only ``build`` fails with a warning).
                     build = tf.autograph.experimental.do_not_convert(self.build)
                     build(_shape_structure(first) if first is not None else None)
+                if deferred.active():  # load_weights into an unbuilt model: fill what now exists
+                    deferred.restore_created()
             self._lamina_built = True
             if not self._lamina_trainable:
                 self._set_trainable(False)  # children created by ``build`` are frozen too
         self._lamina_check(first, building=False)
         with self.name_scope:
-            return fn(self, *args, **kwargs)
+            out = fn(self, *args, **kwargs)
+        if deferred.active() and deferred.is_pending(self):
+            deferred.finish(self)
+        observers = getattr(_observers, "stack", None)
+        if observers:
+            for observer in tuple(observers):
+                observer(self, args, kwargs, out)
+        return out
 
     wrapped._lamina_wrapped = True  # type: ignore[attr-defined]
     return wrapped
+
+
+def builds_first(fn: Callable) -> Callable:
+    """Gives a module method other than ``__call__`` (e.g. ``features(x)``) what ``__call__`` gets.
+
+    The method's first argument is the input: an unbuilt module runs ``build``
+    on it first, the input is checked against the ``InputSpec``, and the body
+    runs in the module's name scope.
+
+    Args:
+      fn: the method.
+
+    Returns:
+      The wrapped method.
+    """
+    return _wrap_call(fn)
 
 
 def _wrap_init(fn: Callable) -> Callable:
@@ -359,11 +419,13 @@ class Module(tf.Module):
 
         Args:
           weights: arrays keyed like :meth:`get_weights`.
-          strict: if true, every variable must be given and no unknown key may appear.
+          strict: if true, every variable must be given and no unknown key may
+            appear; if false, the matching names are assigned (at least one must match).
 
         Raises:
-          ValueError: on a missing, unknown or misshapen entry, or an unbuilt module
-            (a built module without variables, e.g. ``Flatten``, takes ``{}``).
+          ValueError: on a missing, unknown or misshapen entry, no matching name
+            at all, or an unbuilt module (``lm.load_weights`` defers instead; a built
+            module without variables, e.g. ``Flatten``, takes ``{}``).
         """
         variables = self.variable_paths()
         if not variables and not self.built:
@@ -377,6 +439,11 @@ class Module(tf.Module):
             if unknown:
                 parts.append(f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
             raise ValueError(self.error("set_weights: " + "; ".join(parts)))
+        if not set(variables) & set(weights):
+            raise ValueError(self.error(
+                f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
+                f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"
+            ))
         for key, var in variables.items():
             if key not in weights:
                 continue
@@ -443,6 +510,21 @@ def _accepts_training(fn: Callable) -> bool:
     return "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def accepts_training(layer: Callable) -> bool:
+    """Whether ``layer(..., training=...)`` is accepted (its ``__call__`` has ``training`` or ``**kwargs``).
+
+    Args:
+      layer: a module or any callable.
+
+    Returns:
+      ``True`` if a ``training`` keyword can be passed.
+    """
+    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
+    if getattr(fn, "__wrapped__", None) is not None:
+        fn = fn.__wrapped__
+    return _accepts_training(fn)
+
+
 def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any:
     """Calls ``layer(x, training=training)`` if it takes ``training``, else ``layer(x)``.
 
@@ -454,9 +536,6 @@ def call_with_training(layer: Callable, x: Any, training: Optional[bool]) -> Any
     Returns:
       The layer's output.
     """
-    fn = type(layer).__call__ if isinstance(layer, tf.Module) else layer
-    if getattr(fn, "__wrapped__", None) is not None:
-        fn = fn.__wrapped__
-    if _accepts_training(fn):
+    if accepts_training(layer):
         return layer(x, training=training)
     return layer(x)

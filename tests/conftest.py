@@ -33,7 +33,8 @@ def train_run(run_dir, steps=120, class_prefix=""):
     full training run. Returns ``(model, dataset)``.
     """
     from lamina.models.registry import create_model
-    from lamina.train.run import write_config
+    from lamina.train.config import RunConfig, RunRecord
+    from lamina.train.run import write_record
 
     lm.set_seed(0)
     ds = lm.data.load("digits")
@@ -59,13 +60,26 @@ def train_run(run_dir, steps=120, class_prefix=""):
             if done >= steps:
                 break
         epoch += 1
-    write_config(run_dir, {
-        "model": "convnet", "model_kwargs": {}, "num_classes": ds.num_classes, "input_shape": list(ds.input_shape),
-        "class_names": [f"{class_prefix}{c}" for c in ds.class_names], "preprocessing": ds.preprocessing,
-        "data": "digits", "val_split": 0.0, "seed": 0, "image_size": None,
-    })
+    write_record(run_dir, RunRecord(
+        config=RunConfig(model="convnet", data="digits", val_split=0.0, seed=0), num_classes=ds.num_classes,
+        input_shape=list(ds.input_shape), class_names=[f"{class_prefix}{c}" for c in ds.class_names],
+        preprocessing=ds.preprocessing,
+    ))
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(run_dir, "best"), 1).save()
     return model, ds
+
+
+def run_cli(argv):
+    """Runs ``lamina.cli.main(argv)`` in-process; returns ``(exit code, stdout, stderr)``."""
+    import contextlib
+    import io
+
+    from lamina.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
 
 
 def once_per_session(tmp_path_factory, name, produce):

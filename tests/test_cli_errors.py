@@ -105,6 +105,8 @@ def _foreign_run(tmp, run):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"model": "mlp", "model_kwargs": {}, "num_classes": 10,
                                                "input_shape": [8, 8, 1]}))
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "ckpt-5.index").write_bytes(b"")  # it trained: something to protect
     return ["train", "--run-dir", str(d), "--quiet"]
 
 
@@ -257,9 +259,9 @@ def test_console_entry_point_one_line_exit_2(tmp_path):
 def test_debug_mode_shows_the_traceback(capsys, monkeypatch):
     """LAMINA_DEBUG=1: the error propagates (for bug reports) instead of becoming one line."""
     monkeypatch.setenv("LAMINA_DEBUG", "1")
-    from lamina.cli import CLIError
+    from lamina.train.config import ConfigError
 
-    with pytest.raises(CLIError, match="--epochs must be a positive integer"):
+    with pytest.raises(ConfigError, match="--epochs must be a positive integer"):
         main(["train", "--epochs", "0"])
 
 

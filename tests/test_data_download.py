@@ -53,6 +53,7 @@ class Server:
     def __init__(self, files):
         self.files = dict(files)
         self.requests = []
+        self.sent = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +62,27 @@ class Server:
                 body = outer.files.get(self.path)
                 if body is None:
                     self.send_error(404, "Not Found")
+                    return
+                if self.path.startswith("/endless/"):
+                    # No Content-Length: the body ends when the connection closes. Bounded (32 MiB).
+                    self.send_response(200)
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        while outer.sent < (32 << 20):
+                            self.wfile.write(body)
+                            outer.sent += len(body)
+                    except OSError:  # the client hung up
+                        pass
+                    return
+                if self.path.startswith("/stall/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(3)  # then nothing more: the client must time out first
+                    self.close_connection = True
                     return
                 if self.path.startswith("/short/"):
                     self.send_response(200)
@@ -167,7 +189,7 @@ def test_wrong_checksum_leaves_nothing_behind(tmp_path, monkeypatch, serve, tiny
     monkeypatch.setitem(named.CHECKSUMS, "mnist/train-images-idx3-ubyte.gz", ("0" * 64, None))
     server = serve({f"/{k}": v for k, v in blobs.items()})
     cache = tmp_path / "c"
-    with pytest.raises(ld.DataError, match=r"train-images-idx3-ubyte\.gz: download from .* failed verification: SHA-256 [0-9a-f]{64}, expected 0{64}"):
+    with pytest.raises(ld.DataError, match=r"train-images-idx3-ubyte\.gz: download from .* failed verification: SHA256 hash .* expected sha256:0{64} but got [0-9a-f]{64}; discarded"):
         ld.load("mnist", cache_dir=str(cache), base_url=server.url)
     assert leftovers(cache / "mnist") == []
     # a wrong size is refused the same way
@@ -240,6 +262,53 @@ def test_http_error_and_short_body(tmp_path, serve):
         download.fetch(server.url + "missing.bin", str(dest))
     with pytest.raises(ld.DataError, match=r"cannot download .*short/f\.bin"):
         download.fetch(server.url + "short/f.bin", str(dest))
+    assert leftovers(tmp_path / "d") == []
+
+
+def test_oversized_download_is_stopped_early(tmp_path, serve):
+    server = serve({"/endless/f.bin": b"y" * 65536})
+    dest = tmp_path / "d" / "f.bin"
+    start = time.monotonic()
+    with pytest.raises(ld.DataError, match=r"f\.bin: download from .*endless/f\.bin: more than the expected 1000 bytes arrived; stopped"):
+        download.fetch(server.url + "endless/f.bin", str(dest), size=1000, read_timeout_s=5)
+    assert time.monotonic() - start < 10
+    time.sleep(0.2)
+    # stopped after the first chunk or so, not after the server's 32 MiB (the old check ran at the end)
+    assert server.sent < (8 << 20)
+    assert leftovers(tmp_path / "d") == []
+
+
+def test_stall_in_the_middle_of_the_body_times_out(tmp_path, serve):
+    server = serve({"/stall/f.bin": b"z" * 200_000})
+    dest = tmp_path / "d" / "f.bin"
+    start = time.monotonic()
+    with pytest.raises(ld.DataError, match=r"timed out: no data for 0\.5 s"):
+        download.fetch(server.url + "stall/f.bin", str(dest), read_timeout_s=0.5)
+    assert time.monotonic() - start < 2.5  # the server stalls for 3 s
+    assert leftovers(tmp_path / "d") == []
+
+
+def test_fetch_keeps_a_verified_file_and_replaces_a_corrupt_one(tmp_path, serve):
+    blob = b"lamina" * 1000
+    sha = hashlib.sha256(blob).hexdigest()
+    server = serve({"/f.bin": blob})
+    dest = tmp_path / "d" / "f.bin"
+    download.fetch(server.url + "f.bin", str(dest), sha256=sha, size=len(blob), progress=True)
+    assert dest.read_bytes() == blob and len(server.requests) == 1
+    download.fetch(server.url + "f.bin", str(dest), sha256=sha, size=len(blob))
+    assert len(server.requests) == 1  # cached: no request
+    dest.write_bytes(b"corrupt")
+    download.fetch(server.url + "f.bin", str(dest), sha256=sha)
+    assert dest.read_bytes() == blob and len(server.requests) == 2
+    dest.write_bytes(b"corrupt")
+    download.fetch(server.url + "f.bin", str(dest), size=len(blob))  # no hash: the size decides
+    assert dest.read_bytes() == blob and len(server.requests) == 3
+    assert leftovers(tmp_path / "d") == ["f.bin"]
+
+
+def test_missing_file_url(tmp_path):
+    with pytest.raises(ld.DataError, match=r"cannot download file://.*nothing\.bin to .*: No such file"):
+        download.fetch((tmp_path / "nothing.bin").as_uri(), str(tmp_path / "d" / "f.bin"))
     assert leftovers(tmp_path / "d") == []
 
 

@@ -169,11 +169,11 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         single, mirrored = pair(opt_name)
         res = {"diffs": [], "losses": []}
         for x, y in batches:
-            res["losses"].append([float(single.train_step(x, y)), float(mirrored.train_step(x, y))])
+            res["losses"].append([float(single.train_step(x, y)["loss"]), float(mirrored.train_step(x, y)["loss"])])
             res["diffs"].append(max_diff(single, mirrored))
             res.setdefault("first_acc", [float(single.metrics[0].result()), float(mirrored.metrics[0].result())])
         res["acc"] = [float(single.metrics[0].result()), float(mirrored.metrics[0].result())]
-        res["loss_metric"] = [float(single.loss_metric.result()), float(mirrored.loss_metric.result())]
+        res["loss_metric"] = [single.epoch_logs()["loss"], mirrored.epoch_logs()["loss"]]
         res["steps"] = [int(single.step.numpy()), int(mirrored.step.numpy()), int(mirrored.optimizer.iterations.numpy())]
         res["replica_copies_equal"] = all(
             np.array_equal(v.values[0].numpy(), v.values[1].numpy()) for v in mirrored.model.trainable_variables
@@ -182,14 +182,14 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         if opt_name == "adam":
             # An uneven global batch: 3 examples, split 2 + 1.
             x, y = batches[0][0][:3], batches[0][1][:3]
-            res["uneven_losses"] = [[float(single.train_step(x, y)), float(mirrored.train_step(x, y))]]
+            res["uneven_losses"] = [[float(single.train_step(x, y)["loss"]), float(mirrored.train_step(x, y)["loss"])]]
             res["uneven_diffs"] = [max_diff(single, mirrored)]
             # A global batch of 1: the second replica gets an empty slice. (MLP: oneDNN's
             # CPU conv2d returns a wrongly shaped output for an empty batch.)
             s_mlp, m_mlp = pair("adam", mlp=True)
             for n in (32, 1, 32):
                 x, y = batches[1][0][:n], batches[1][1][:n]
-                res["uneven_losses"].append([float(s_mlp.train_step(x, y)), float(m_mlp.train_step(x, y))])
+                res["uneven_losses"].append([float(s_mlp.train_step(x, y)["loss"]), float(m_mlp.train_step(x, y)["loss"])])
                 res["uneven_diffs"].append(max_diff(s_mlp, m_mlp))
             # Evaluation over 2 batches of 51 examples, each split 26 + 25 over the replicas.
             ev = data.batches("test", 51, shuffle=False).take(2)
@@ -293,7 +293,7 @@ _WORKER_SCRIPT = textwrap.dedent(
     np.savez(os.path.join(out, f"final_{task}_{max_steps}.npz"), **flat(model.get_weights()))
     print("RESULT " + json.dumps({"task": task, "chief": trainer.is_chief, "step": int(trainer.step.numpy()),
                                   "replicas": strategy.num_replicas_in_sync, "local_batch": local,
-                                  "loss": float(trainer.loss_metric.result())}), flush=True)
+                                  "loss": trainer.epoch_logs()["loss"]}), flush=True)
     """
 )
 

@@ -47,7 +47,9 @@ def savedmodel_dir(trained):
     rc, out, err = run_cli(["export", run_dir, "--format", "savedmodel"])
     assert rc == 0, err
     assert "savedmodel: verified on 256 examples: max |difference|" in out
-    return os.path.join(run_dir, "export", "savedmodel"), out
+    # TF Serving's layout: <model base>/<integer version>/saved_model.pb, the first export is version 1
+    assert os.listdir(os.path.join(run_dir, "export", "savedmodel")) == ["1"]
+    return os.path.join(run_dir, "export", "savedmodel", "1"), out
 
 
 def test_savedmodel_signature_and_outputs(trained, savedmodel_dir):

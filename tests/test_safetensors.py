@@ -1,6 +1,8 @@
-"""Our safetensors reader/writer against the reference ``safetensors`` package, and lm.save_weights/load_weights."""
+"""The safetensors layer of lamina (the ``safetensors`` package underneath, atomic write, one-line errors) and
+lm.save_weights/load_weights, including the deferred restore into an unbuilt model."""
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -166,43 +168,118 @@ def test_bad_files_raise_clear_errors(tmp_path):
     save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, good)
     blob = open(good, "rb").read()
 
-    cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(blob[:-5])
-    with pytest.raises(ValueError, match=r"cut\.safetensors.*(data_offsets|buffer)"):
-        load_file(str(cut))
-    tiny = tmp_path / "tiny.safetensors"
-    tiny.write_bytes(b"\x01\x02")
-    with pytest.raises(ValueError, match=r"tiny\.safetensors.*at least 8"):
-        load_file(str(tiny))
-    huge = _write_raw(tmp_path / "huge.safetensors", b"{}", n=10**9)
-    with pytest.raises(ValueError, match="header length .* does not fit"):
-        load_file(huge)
-    notjson = _write_raw(tmp_path / "nj.safetensors", b"{not json}")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_file(notjson)
-    notobj = _write_raw(tmp_path / "list.safetensors", b"[1, 2]")
-    with pytest.raises(ValueError, match="JSON object"):
-        load_file(notobj)
+    def fails(name, pattern):
+        with pytest.raises(ValueError) as info:
+            load_file(str(tmp_path / name))
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"safetensors: {tmp_path / name}: "), message
+        assert re.search(pattern, message), message
+
+    (tmp_path / "cut.safetensors").write_bytes(blob[:-5])
+    fails("cut.safetensors", "not fully covered")
+    (tmp_path / "tiny.safetensors").write_bytes(b"\x01\x02")
+    fails("tiny.safetensors", "header too small")
+    _write_raw(tmp_path / "huge.safetensors", b"{}", n=10**9)
+    fails("huge.safetensors", "header too large")
+    _write_raw(tmp_path / "nj.safetensors", b"{not json}")
+    fails("nj.safetensors", "invalid JSON")
+    _write_raw(tmp_path / "list.safetensors", b"[1, 2]")
+    fails("list.safetensors", "invalid JSON")
     header = json.dumps({"w": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 40]}}).encode()
-    wrong = _write_raw(tmp_path / "wrongshape.safetensors", header, b"\0" * 40)
-    with pytest.raises(ValueError, match=r"'w'.*needs 48 bytes.*40"):
-        load_file(wrong)
+    _write_raw(tmp_path / "wrongshape.safetensors", header, b"\0" * 40)
+    fails("wrongshape.safetensors", "invalid shape, data type, or offset")
     header = json.dumps({"w": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    with pytest.raises(ValueError, match="unknown dtype 'Q7'"):
-        load_file(_write_raw(tmp_path / "dtype.safetensors", header, b"\0" * 4))
+    _write_raw(tmp_path / "dtype.safetensors", header, b"\0" * 4)
+    fails("dtype.safetensors", "unknown variant `Q7`")
     header = json.dumps({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
                          "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    with pytest.raises(ValueError, match="overlapping or gapped"):
-        load_file(_write_raw(tmp_path / "overlap.safetensors", header, b"\0" * 8))
+    _write_raw(tmp_path / "overlap.safetensors", header, b"\0" * 8)
+    fails("overlap.safetensors", "invalid offset for tensor `[ab]`")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_file(str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ValueError, match="header too small"):
+        read_metadata(str(tmp_path / "tiny.safetensors"))
+
+
+def test_loaded_arrays_do_not_depend_on_the_file(tmp_path):
+    path = str(tmp_path / "a.safetensors")
+    save_file({"w": np.arange(4, dtype=np.float32)}, path)
+    back = load_file(path)
+    save_file({"w": np.full(4, 9.0, np.float32)}, path)  # replaced on disk (atomic rename)
+    np.testing.assert_array_equal(back["w"], [0, 1, 2, 3])
+    back["w"][0] = 5.0
 
 
 def test_writer_rejects_bad_names_and_dtypes(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         save_file({"__metadata__": np.zeros(1)}, str(tmp_path / "a.safetensors"))
-    with pytest.raises(ValueError, match="dtype complex64"):
-        save_file({"c": np.zeros(2, np.complex64)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(ValueError, match="tensor 'c' has dtype complex128"):
+        save_file({"c": np.zeros(2, np.complex128)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(ValueError, match="tensor 'o' has dtype object"):
+        save_file({"o": np.array(["x"], object)}, str(tmp_path / "b.safetensors"))
     with pytest.raises(ValueError, match="metadata must map str to str"):
         save_file({"a": np.zeros(1)}, str(tmp_path / "c.safetensors"), {"n": 1})
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_load_weights_without_a_matching_name_is_an_error(tmp_path):
+    """strict=False with zero matching keys used to load nothing and say nothing."""
+    b = _built(8)
+    path = str(tmp_path / "foreign.safetensors")
+    save_file({"conv1.weight": np.zeros((4, 2, 3, 3), np.float32), "fc.bias": np.zeros(3, np.float32)}, path)
+    before = b.get_weights()
+    with pytest.raises(ValueError, match=r"foreign\.safetensors.*none of the 2 given names.*4 variables.*"
+                                         r"given \['conv1.weight', 'fc.bias'\].*expected \['conv/bias'"):
+        lm.load_weights(b, path, strict=False)
+    for k, v in b.get_weights().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_weights_into_an_unbuilt_model_is_deferred_to_its_first_call(tmp_path):
+    a = _built(9)
+    x = tf.random.stateless_normal((2, 6, 6, 2), seed=[3, 4])
+    path = str(tmp_path / "w.safetensors")
+    lm.save_weights(a, path)
+    fresh = Tiny()
+    assert lm.load_weights(fresh, path) is fresh and not fresh.built
+    # The first call already computes with the loaded values (restored as each layer builds).
+    np.testing.assert_array_equal(fresh(x).numpy(), a(x).numpy())
+    for k, v in a.get_weights().items():
+        np.testing.assert_array_equal(fresh.get_weights()[k], v)
+
+    # Also when the first call is traced by tf.function.
+    traced = Tiny()
+    lm.load_weights(traced, path)
+    np.testing.assert_array_equal(tf.function(lambda t: traced(t))(x).numpy(), a(x).numpy())
+
+
+def test_deferred_restore_checks_names_and_shapes_at_the_first_call(tmp_path):
+    a = _built(10)
+    x = tf.zeros((1, 6, 6, 2))
+    weights = a.get_weights()
+    path = str(tmp_path / "partial.safetensors")
+    save_file({k: v for k, v in weights.items() if k.startswith("conv/")}, path)
+    m = Tiny()
+    lm.load_weights(m, path)
+    with pytest.raises(ValueError, match=r"partial\.safetensors: deferred restore into Tiny 'tiny.*' at its first call: "
+                                         r"missing \['head/bias', 'head/weights'\]"):
+        m(x)
+    m2 = Tiny()
+    lm.load_weights(m2, path, strict=False)
+    m2(x)
+    np.testing.assert_array_equal(m2.get_weights()["conv/weights"], weights["conv/weights"])
+    assert not np.array_equal(m2.get_weights()["head/weights"], weights["head/weights"])
+
+    bad = str(tmp_path / "bad.safetensors")
+    save_file(dict(weights, **{"head/bias": np.zeros(7, np.float32)}), bad)
+    m3 = Tiny()
+    lm.load_weights(m3, bad)
+    with pytest.raises(ValueError, match=r"deferred restore into Tiny.*'head/bias' expected shape \(3,\), got \(7,\)"):
+        m3(x)
+
+    foreign = str(tmp_path / "foreign.safetensors")
+    save_file({"fc.bias": np.zeros(3, np.float32)}, foreign)
+    m4 = Tiny()
+    lm.load_weights(m4, foreign, strict=False)
+    with pytest.raises(ValueError, match=r"none of the file's 1 tensors names one of the model's 4 variables"):
+        m4(x)

@@ -55,14 +55,15 @@ def test_fit_learns_and_writes_artifacts(tmp_path):
     assert os.path.getsize(os.path.join(run, "history.png")) > 1000
     assert tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
     assert tf.train.latest_checkpoint(os.path.join(run, "best"))
-    events = os.listdir(os.path.join(run, "tensorboard"))
-    assert any(e.startswith("events.out.tfevents") for e in events)
+    for sub in ("train", "validation"):  # two TensorBoard runs, the same tags: train and validation overlay
+        events = os.listdir(os.path.join(run, "tensorboard", sub))
+        assert any(e.startswith("events.out.tfevents") for e in events)
 
 
 def test_train_step_returns_loss_and_traces_once():
     t = _trainer(seed=2)
     x, y = _data(40)
-    l1 = t.train_step(tf.constant(x[:16]), tf.constant(y[:16]))
+    l1 = t.train_step(tf.constant(x[:16]), tf.constant(y[:16]))["loss"]
     t.train_step(tf.constant(x[16:32]), tf.constant(y[16:32]))
     t.train_step(tf.constant(x[32:40]), tf.constant(y[32:40]))  # a smaller batch: no retrace
     assert l1.shape == () and np.isfinite(l1.numpy())
@@ -81,7 +82,7 @@ def test_train_step_matches_manual_gradient_step():
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, t.model(x)))
     grads = tape.gradient(loss, variables)
     expected = {v.ref(): v.numpy() - 0.1 * g.numpy() for v, g in zip(variables, grads)}
-    got_loss = t.train_step(tf.constant(x), tf.constant(y))
+    got_loss = t.train_step(tf.constant(x), tf.constant(y))["loss"]
     np.testing.assert_allclose(got_loss.numpy(), loss.numpy(), rtol=1e-5)
     for v in variables:
         np.testing.assert_allclose(v.numpy(), expected[v.ref()], rtol=1e-5, atol=1e-6)
@@ -167,9 +168,9 @@ def test_float16_loss_scale_skips_non_finite_step():
 def test_jit_step_matches_plain_step():
     x, y = _data(16)
     a = _trainer(optimizer=lm.optim.SGD(0.1), seed=8)
-    la = a.train_step(tf.constant(x), tf.constant(y))  # builds a, from seed 8
+    la = a.train_step(tf.constant(x), tf.constant(y))["loss"]  # builds a, from seed 8
     b = _trainer(optimizer=lm.optim.SGD(0.1), seed=8, jit_compile=True)
-    lb = b.train_step(tf.constant(x), tf.constant(y))  # builds b, from seed 8 again
+    lb = b.train_step(tf.constant(x), tf.constant(y))["loss"]  # builds b, from seed 8 again
     np.testing.assert_allclose(la.numpy(), lb.numpy(), rtol=1e-5)
     for k, v in a.model.get_weights().items():
         np.testing.assert_allclose(b.model.get_weights()[k], v, rtol=1e-4, atol=1e-5)
@@ -181,8 +182,13 @@ def test_check_numerics_names_step_and_module():
     t.train_step(tf.constant(x), tf.constant(y))
     bad = x.copy()
     bad[0, 0, 0, 0] = np.inf
-    with pytest.raises(lm.train.TrainingError, match=r"step 2.*Conv2D 'conv'"):
+    with pytest.raises(lm.train.TrainingError, match=r"step 2; first non-finite output: the input batch itself"):
         t.train_step(tf.constant(bad), tf.constant(y))
+    huge = x.copy()
+    huge[0] = 3e38  # finite, but the convolution overflows
+    t2 = _trainer(seed=9, check_numerics=True)
+    with pytest.raises(lm.train.TrainingError, match=r"step 1; first non-finite output: Conv2D 'conv'"):
+        t2.train_step(tf.constant(huge), tf.constant(y))
 
 
 def test_early_stopping(tmp_path):
@@ -216,7 +222,7 @@ def test_bad_arguments():
 def test_step_runs_the_concrete_function_and_rejects_mismatched_batches():
     t = _trainer(seed=0)
     x, y = _data(32)
-    first = t.train_step(tf.constant(x[:16]), tf.constant(y[:16]))
+    first = t.train_step(tf.constant(x[:16]), tf.constant(y[:16]))["loss"]
     assert t._train_concrete is not None  # later tensor batches skip tf.function's argument binding
     calls = []
     concrete = t._train_concrete

@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser", "CLIError", "COMMAND_MODULES"]
 
 # One module per topic, each with ``add_parsers(sub)`` and ``handlers()``; the
 # order is the order of ``lamina --help``.
-COMMAND_MODULES = ("train", "export")
+COMMAND_MODULES = ("train", "export", "convert")
 
 
 def _command_modules() -> List[Any]:

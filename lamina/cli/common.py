@@ -1,10 +1,18 @@
-"""Shared pieces of the ``lamina`` command line: the one-line error, the parser, value converters."""
+"""Shared pieces of the ``lamina`` command line: the one-line error, the parser, value converters.
+
+The value converters are the library's (:mod:`lamina.options`), wrapped so
+that a bad value raises :class:`CLIError`: argparse would otherwise turn the
+``ValueError`` into its own "invalid value" message and lose ours.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
-from typing import Any, Callable, List, Sequence
+import functools
+from typing import Any, Callable
+
+from lamina import options
+from lamina.options import OptionError
 
 __all__ = [
     "CLIError", "Parser", "int_at_least", "positive_int", "nonneg_int", "float_where", "positive_float",
@@ -16,105 +24,37 @@ class CLIError(Exception):
     """A usage or input error: printed as one line, exit code 2."""
 
 
+def _cli(factory: Callable[..., Callable[[Any], Any]]) -> Callable[..., Callable[[Any], Any]]:
+    @functools.wraps(factory)
+    def make(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        conv = factory(*args, **kwargs)
+
+        def checked(value: Any) -> Any:
+            try:
+                return conv(value)
+            except OptionError as e:
+                raise CLIError(str(e)) from None
+
+        return checked
+
+    return make
+
+
+int_at_least = _cli(options.int_at_least)
+positive_int = _cli(options.positive_int)
+nonneg_int = _cli(options.nonneg_int)
+float_where = _cli(options.float_where)
+positive_float = _cli(options.positive_float)
+fraction = _cli(options.fraction)
+choice = _cli(options.choice)
+string = _cli(options.string)
+boolean = _cli(options.boolean)
+dims = _cli(options.dims)
+optional = _cli(options.optional)
+
+
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors raise :class:`CLIError` (one line, exit 2)."""
 
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
         raise CLIError(f"{self.prog}: {message}")
-
-
-def int_at_least(name: str, minimum: int, noun: str) -> Callable[[Any], int]:
-    """A converter to an int >= ``minimum``; errors say ``{name} must be a {noun}``."""
-
-    def conv(value: Any) -> int:
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(value)
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}") from None
-        if out < minimum:
-            raise CLIError(f"{name} must be a {noun}, got {value!r}")
-        return out
-
-    return conv
-
-
-def positive_int(name: str) -> Callable[[Any], int]:
-    return int_at_least(name, 1, "positive integer")
-
-
-def nonneg_int(name: str) -> Callable[[Any], int]:
-    return int_at_least(name, 0, "non-negative integer")
-
-
-def float_where(name: str, ok: Callable[[float], bool], noun: str) -> Callable[[Any], float]:
-    """A converter to a float for which ``ok`` holds; errors say ``{name} must be a {noun}``."""
-
-    def conv(value: Any) -> float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}") from None
-        if not ok(out):
-            raise CLIError(f"{name} must be a {noun}, got {value!r}")
-        return out
-
-    return conv
-
-
-def positive_float(name: str) -> Callable[[Any], float]:
-    return float_where(name, lambda v: v > 0 and math.isfinite(v), "positive number")
-
-
-def fraction(name: str) -> Callable[[Any], float]:
-    return float_where(name, lambda v: 0.0 <= v < 1.0, "number in [0, 1)")
-
-
-def choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise CLIError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value.lower()
-
-    return conv
-
-
-def string(name: str) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise CLIError(f"{name} must be a non-empty string, got {value!r}")
-        return value
-
-    return conv
-
-
-def boolean(name: str) -> Callable[[Any], bool]:
-    def conv(value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise CLIError(f"{name} must be true or false, got {value!r}")
-
-    return conv
-
-
-def dims(name: str) -> Callable[[Any], List[int]]:
-    def conv(value: Any) -> List[int]:
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            out = [int(v) for v in items]
-        except (TypeError, ValueError):
-            raise CLIError(f"{name} must be comma-separated positive integers like 28,28,1, got {value!r}") from None
-        if not out or any(v < 1 for v in out):
-            raise CLIError(f"{name} must be comma-separated positive integers like 28,28,1, got {value!r}")
-        return out
-
-    return conv
-
-
-def optional(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None or (isinstance(v, str) and v.lower() in ("none", "null", "")) else conv(v)

@@ -1,8 +1,9 @@
 """The ``lamina export`` and ``lamina predict`` sub-commands (loaded by :mod:`lamina.cli`).
 
-``lamina export RUN_DIR --format savedmodel|tflite|onnx [--quantize float16|int8] [--output PATH]``
+``lamina export RUN_DIR --format savedmodel|tflite|onnx [--quantize float16|int8] [--output PATH] [--version N]``
 writes ``RUN_DIR/export/<format>`` (``tflite-float16`` / ``tflite-int8`` when
-quantized) and prints the difference measured against the original model.
+quantized; a SavedModel goes into ``RUN_DIR/export/savedmodel/<N>/``, TF
+Serving's layout) and prints the difference measured against the original model.
 
 ``lamina predict RUN_DIR|EXPORT_DIR IMAGE [IMAGE|FOLDER ...] [--top-k 3] [--json] [--batch-size 64]``
 prints the top classes per image as a table, or JSON lines with ``--json``.
@@ -38,10 +39,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--output", default=None, help="output directory (default RUN_DIR/export/<format>)")
     p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")
     p.add_argument("--opset", type=positive_int("--opset"), default=17, help="ONNX opset (default 17)")
+    p.add_argument("--version", dest="serving_version", type=positive_int("--version"), default=None,
+                   help="SavedModel only: write OUTPUT/<version>/ (TF Serving's layout; default: the next integer)")
 
     q = sub.add_parser("predict", help="classify image files with a run or an export",
                        description="Print the top-k classes and probabilities of each image.")
-    q.add_argument("model_path", help="a run directory or an export directory")
+    q.add_argument("model_path", help="a run directory, an export directory, or a SavedModel base folder (highest version)")
     q.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF) or folders of them")
     q.add_argument("--top-k", dest="top_k", type=positive_int("--top-k"), default=3)
     q.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -60,7 +63,8 @@ def handlers() -> Dict[str, Callable[[argparse.Namespace], int]]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    export_run(args.run_dir, args.format, output=args.output, quantize=args.quantize, which=args.checkpoint, opset=args.opset)
+    export_run(args.run_dir, args.format, output=args.output, quantize=args.quantize, which=args.checkpoint, opset=args.opset,
+               version=args.serving_version)
     return 0
 
 

@@ -1,22 +1,35 @@
-"""Verified, atomic file downloads with clear, fast failures.
+"""Verified, atomic, cached file downloads with clear, fast failures (on ``pooch``).
 
-:func:`fetch` streams a URL to ``<dest>.part`` in the destination folder,
-hashes it on the way, fsyncs, checks size and SHA-256, then renames it into
-place with ``os.replace``; on any failure the ``.part`` file is removed. The
-connect time-out is short (a missing network fails in seconds) and the read
-time-out is separate and configurable (``LAMINA_DATA_TIMEOUT`` seconds).
+:func:`fetch` hands the download to :func:`pooch.retrieve`, which streams it
+to a temporary file in the destination folder, checks its SHA-256 and moves it
+into place (on any failure the temporary file is removed), and reuses a file
+already there whose hash matches. lamina adds what pooch does not do:
+
+* one-line :class:`~lamina.data.DataError` messages (unreachable host, time-out,
+  HTTP error, short download, checksum mismatch), with a hint saying where to
+  place the files by hand;
+* separate connect and read time-outs: the connect time-out is short (a
+  missing network fails in seconds), the read time-out applies to every read
+  (``LAMINA_DATA_TIMEOUT`` seconds), so a stalled server fails too;
+* a size cap: a download that goes past its expected size is stopped at once
+  instead of filling the disk (pooch writes whatever the server sends and
+  checks only the hash at the end);
+* ``file://`` mirrors (pooch has no downloader for them) and an fsync of the
+  file and its folder before the rename;
+* a rich progress bar on a terminal (pooch's own bar is tqdm).
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
+import logging
 import os
+import shutil
 import socket
 import sys
-import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, Callable, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 from lamina.data.errors import DataError
 
@@ -49,7 +62,7 @@ def read_timeout() -> float:
 
 
 def sha256_of(path: str) -> str:
-    """SHA-256 hex digest of a file.
+    """SHA-256 hex digest of a file (``pooch.file_hash``).
 
     Args:
       path: the file.
@@ -57,11 +70,9 @@ def sha256_of(path: str) -> str:
     Returns:
       64 lowercase hex digits.
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    import pooch
+
+    return pooch.file_hash(path, alg="sha256")
 
 
 def verify_file(path: str, sha256: Optional[str], size: Optional[int], *, digest: Optional[str] = None) -> None:
@@ -85,91 +96,99 @@ def verify_file(path: str, sha256: Optional[str], size: Optional[int], *, digest
             raise DataError(f"{path}: SHA-256 mismatch: expected {sha256.lower()}, got {actual}")
 
 
-class _TwoTimeouts:
-    """Mixin for an ``http.client`` connection class: separate connect and read time-outs."""
-
-    def __init__(self, host: str, *, connect_timeout: float, read_timeout: float, **kwargs: Any) -> None:
-        kwargs.pop("timeout", None)
-        super().__init__(host, timeout=connect_timeout, **kwargs)
-        self._read_timeout = read_timeout
-
-    def connect(self) -> None:
-        """Connects under the connect time-out, then switches to the read time-out."""
-        super().connect()
-        self.sock.settimeout(self._read_timeout)
-
-
-class _TimedHTTPConnection(_TwoTimeouts, http.client.HTTPConnection):
-    """An HTTP connection with separate connect and read time-outs."""
-
-
-class _TimedHTTPSConnection(_TwoTimeouts, http.client.HTTPSConnection):
-    """An HTTPS connection with separate connect (incl. TLS handshake) and read time-outs."""
-
-
-def _opener(connect_timeout: float, read_timeout: float) -> urllib.request.OpenerDirector:
-    """A urllib opener whose connections use the two time-outs (redirects and proxies still work)."""
-
-    def factory(cls: type) -> Callable[..., http.client.HTTPConnection]:
-        """A connection factory for ``do_open`` that injects the time-outs."""
-
-        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
-            """Builds one connection to ``host``."""
-            return cls(host, connect_timeout=connect_timeout, read_timeout=read_timeout, **kwargs)
-
-        return make
-
-    class Http(urllib.request.HTTPHandler):
-        """``http://`` with the two time-outs."""
-
-        def http_open(self, req: urllib.request.Request) -> Any:
-            """Opens ``req``."""
-            return self.do_open(factory(_TimedHTTPConnection), req)
-
-    class Https(urllib.request.HTTPSHandler):
-        """``https://`` with the two time-outs."""
-
-        def https_open(self, req: urllib.request.Request) -> Any:
-            """Opens ``req``."""
-            return self.do_open(factory(_TimedHTTPSConnection), req, context=self._context)
-
-    return urllib.request.build_opener(Http(), Https())
-
-
 class _Progress:
-    """A rich download bar on a terminal; silent otherwise."""
+    """A rich download bar on a terminal, with the interface pooch drives (``total``, ``update``, ``reset``, ``close``)."""
 
-    def __init__(self, label: str, total: Optional[int], enabled: Optional[bool]) -> None:
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self._bar = None
-        if enabled:
-            try:
-                from rich.console import Console
-                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-            except ImportError:  # pragma: no cover - rich is a dependency
-                return
-            self._bar = Progress(
-                TextColumn(label),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("download", total=total)
+    def __init__(self, label: str, total: Optional[int]) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    def advance(self, n: int) -> None:
+        self._bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                             console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("download", total=total)
+
+    @property
+    def total(self) -> Optional[float]:
+        """Expected bytes (pooch sets it from ``Content-Length``; 0 = unknown)."""
+        return self._bar.tasks[0].total
+
+    @total.setter
+    def total(self, value: Optional[int]) -> None:
+        if value:
+            self._bar.update(self._task, total=value)
+
+    def update(self, n: int) -> None:
         """Adds ``n`` downloaded bytes."""
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
+        self._bar.advance(self._task, n)
+
+    def reset(self) -> None:
+        """Back to zero (pooch resets before filling the bar to ``total`` at the end)."""
+        self._bar.reset(self._task)
 
     def close(self) -> None:
         """Removes the bar."""
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._bar.stop()
+
+
+class _CappedFile:
+    """A write-only file that refuses to grow past ``limit`` bytes (``None``: no limit).
+
+    pooch writes every byte the server sends; this is where a download that
+    goes past its expected size is stopped, after one chunk too many.
+    """
+
+    def __init__(self, out: BinaryIO, limit: Optional[int], what: str) -> None:
+        self._out = out
+        self._limit = limit
+        self._what = what
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        """Writes ``data``; raises :class:`DataError` past the limit."""
+        self.written += len(data)
+        if self._limit is not None and self.written > self._limit:
+            raise DataError(f"{self._what}: more than the expected {self._limit} bytes arrived; stopped and discarded")
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        """Flushes the underlying file."""
+        self._out.flush()
+
+
+class _Downloader:
+    """The downloader :func:`pooch.retrieve` calls: ``downloader(url, output_file, pooch)``.
+
+    ``http(s)://`` goes through ``pooch.HTTPDownloader`` (requests) with a
+    ``(connect, read)`` time-out pair; ``file://`` is copied (pooch has no
+    downloader for it). Either way the bytes pass through :class:`_CappedFile`
+    and the file is checked for its size and fsynced before pooch checks its
+    hash and renames it.
+    """
+
+    def __init__(self, limit: Optional[int], what: str, connect: float, read: float, progress: Optional[_Progress]) -> None:
+        self.limit = limit
+        self.what = what
+        self.timeout = (connect, read)
+        self.progress = progress
+
+    def __call__(self, url: str, output_file: str, pooch_instance: Any) -> None:
+        """Downloads ``url`` into ``output_file`` (pooch's temporary file)."""
+        with open(output_file, "wb") as raw:
+            out = _CappedFile(raw, self.limit, self.what)
+            if urllib.parse.urlsplit(url).scheme == "file":
+                with open(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), "rb") as src:
+                    shutil.copyfileobj(src, out, _CHUNK)  # type: ignore[misc]
+            else:
+                import pooch
+
+                http = pooch.HTTPDownloader(progressbar=self.progress or False, chunk_size=_CHUNK, timeout=self.timeout,
+                                            headers={"User-Agent": "lamina-data/1"})
+                http(url, out, pooch_instance)
+            if self.limit is not None and out.written != self.limit:
+                raise DataError(f"{self.what} has {out.written} bytes, expected {self.limit}; discarded")
+            raw.flush()
+            os.fsync(raw.fileno())
 
 
 def _fsync_dir(folder: str) -> None:
@@ -186,6 +205,57 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Silences pooch's INFO log lines ("Downloading data from ...", "SHA256 hash of downloaded file ...")."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the errors it wraps (``reason`` of urllib3 errors, ``args[0]``, causes and contexts)."""
+    seen = set()
+    todo = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(x for x in (getattr(e, "reason", None), e.args[0] if e.args else None, e.__cause__, e.__context__)
+                    if isinstance(x, BaseException))
+
+
+def _network_error(err: BaseException, url: str, connect: float, read: float, suffix: str) -> DataError:
+    """The one-line :class:`DataError` for a requests/urllib3 failure."""
+    import requests
+
+    if isinstance(err, requests.exceptions.HTTPError) and err.response is not None:
+        return DataError(f"cannot download {url}: HTTP {err.response.status_code} {err.response.reason}{suffix}")
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return DataError(f"cannot download {url}: timed out connecting after {connect:g} s{suffix}")
+    chain = list(_chain(err))
+    names = {type(e).__name__ for e in chain}
+    if isinstance(err, requests.exceptions.ReadTimeout) or "ReadTimeoutError" in names or any(
+        isinstance(e, (socket.timeout, TimeoutError)) for e in chain
+    ):
+        return DataError(f"cannot download {url}: timed out: no data for {read:g} s{suffix}")
+    if "NewConnectionError" in names or "NameResolutionError" in names:
+        text = next((e.strerror for e in chain if isinstance(e, OSError) and e.strerror), None)
+        if text is None:
+            text = str(chain[-1]).split(": ")[-1]
+        return DataError(f"cannot download {url}: cannot reach the server ({text}); no network?{suffix}")
+    detail = " ".join(str(chain[-1]).split())[:200]
+    return DataError(f"cannot download {url}: connection failed ({type(err).__name__}: {detail}){suffix}")
+
+
 def fetch(
     url: str,
     dest: str,
@@ -197,14 +267,18 @@ def fetch(
     progress: Optional[bool] = None,
     hint: str = "",
 ) -> str:
-    """Downloads ``url`` to ``dest`` atomically, verifying size and SHA-256.
+    """Downloads ``url`` to ``dest`` atomically with pooch, verifying size and SHA-256.
+
+    A ``dest`` already present that passes the checks is kept and no request
+    is made; one that fails them is downloaded again.
 
     Args:
       url: an ``http://``, ``https://`` or ``file://`` URL.
       dest: the final path; its folder is created.
       sha256: expected SHA-256 hex digest, or ``None`` (then only ``size``
         and the caller's format check protect the file).
-      size: expected size in bytes, or ``None``.
+      size: expected size in bytes, or ``None``. The download is stopped as
+        soon as more arrives.
       connect_timeout: seconds to connect (default :data:`CONNECT_TIMEOUT`).
       read_timeout_s: seconds per read (default :func:`read_timeout`).
       progress: show a progress bar (default: when stderr is a terminal).
@@ -215,9 +289,12 @@ def fetch(
 
     Raises:
       DataError: one line, for an unreachable host, a time-out, an HTTP
-        error, a short download or a checksum mismatch. No ``.part`` file is
-        left behind.
+        error, a short or oversized download or a checksum mismatch. No
+        partial file is left behind.
     """
+    import pooch
+    import requests
+
     ct = float(CONNECT_TIMEOUT if connect_timeout is None else connect_timeout)
     rt = float(read_timeout() if read_timeout_s is None else read_timeout_s)
     folder = os.path.dirname(os.path.abspath(dest))
@@ -225,62 +302,31 @@ def fetch(
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise DataError(f"{folder}: cannot create the download folder ({err.strerror or err})") from None
-    part = dest + ".part"
-    suffix = f"; {hint}" if hint else ""
-    done = False
-    bar: Optional[_Progress] = None
-    try:
+    if os.path.isfile(dest):
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": "lamina-data/1"})
-            with _opener(ct, rt).open(request) as response:
-                length = response.headers.get("Content-Length")
-                expected_length = int(length) if length and length.isdigit() else None
-                bar = _Progress(os.path.basename(dest), expected_length or size, progress)
-                digest = hashlib.sha256()
-                received = 0
-                with open(part, "wb") as out:
-                    while True:
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        bar.advance(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
-        except urllib.error.HTTPError as err:
-            raise DataError(f"cannot download {url}: HTTP {err.code} {err.reason}{suffix}") from None
-        except urllib.error.URLError as err:
-            reason = err.reason
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise DataError(f"cannot download {url}: timed out connecting after {ct:g} s{suffix}") from None
-            text = getattr(reason, "strerror", None) or str(reason)
-            raise DataError(f"cannot download {url}: cannot reach the server ({text}); no network?{suffix}") from None
-        except (socket.timeout, TimeoutError):
-            raise DataError(f"cannot download {url}: timed out: no data for {rt:g} s{suffix}") from None
-        except (http.client.HTTPException, ConnectionError) as err:
-            raise DataError(f"cannot download {url}: connection failed ({type(err).__name__}: {err}){suffix}") from None
-        except OSError as err:
-            raise DataError(f"cannot download {url} to {part}: {err.strerror or err}{suffix}") from None
-        if expected_length is not None and received != expected_length:
-            raise DataError(f"cannot download {url}: got {received} of {expected_length} bytes{suffix}")
-        if size is not None and received != int(size):
-            raise DataError(f"{dest}: download from {url} has {received} bytes, expected {size}; discarded")
-        got = digest.hexdigest()
-        if sha256 is not None and got != sha256.lower():
-            raise DataError(
-                f"{dest}: download from {url} failed verification: SHA-256 {got}, expected {sha256.lower()}; discarded"
-            )
-        os.replace(part, dest)
-        _fsync_dir(folder)
-        done = True
-        return dest
+            verify_file(dest, sha256, size)
+            return dest
+        except DataError:
+            if sha256 is None:  # pooch keeps a file it has no hash for: make room for the new download
+                os.remove(dest)
+    suffix = f"; {hint}" if hint else ""
+    bar = _Progress(os.path.basename(dest), size) if (sys.stderr.isatty() if progress is None else progress) else None
+    downloader = _Downloader(None if size is None else int(size), f"{dest}: download from {url}", ct, rt, bar)
+    try:
+        with _quiet_pooch():
+            pooch.retrieve(url, known_hash=f"sha256:{sha256.lower()}" if sha256 else None,
+                           fname=os.path.basename(dest), path=folder, downloader=downloader)
+    except DataError:
+        raise
+    except requests.exceptions.RequestException as err:
+        raise _network_error(err, url, ct, rt, suffix) from None
+    except ValueError as err:  # pooch's hash mismatch (the temporary file is already deleted)
+        text = " ".join(str(err).split()).split(". Deleted")[0]
+        raise DataError(f"{dest}: download from {url} failed verification: {text}; discarded") from None
+    except OSError as err:  # e.g. a missing file:// source, a full disk
+        raise DataError(f"cannot download {url} to {dest}: {err.strerror or err}{suffix}") from None
     finally:
         if bar is not None:
             bar.close()
-        if not done:
-            try:
-                os.remove(part)
-            except OSError:
-                pass
+    _fsync_dir(folder)
+    return dest

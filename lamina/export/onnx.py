@@ -102,10 +102,18 @@ class ONNXRunner:
     Args:
       path: the ``.onnx`` file.
 
+    Attributes:
+      input_names: the graph's inputs (``["image"]`` for a classifier export).
+      output_names: its outputs.
+
     Raises:
       ExportError: if onnxruntime is missing.
       ValueError: if the file cannot be loaded.
     """
+
+    _NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64, "tensor(bool)": np.bool_, "tensor(float16)": np.float16,
+              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
     def __init__(self, path: str) -> None:
         ort = _import_runtime()
@@ -115,29 +123,95 @@ class ONNXRunner:
             self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph classes
             raise ValueError(f"cannot load ONNX model {path}: {one_line(e, 200)}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
+        self._dtypes = {i.name: self._NUMPY.get(i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def __call__(self, *args: np.ndarray, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         """Runs a batch.
 
         Args:
-          image: raw ``float32 [batch, *input_shape]``.
+          *args: the inputs in graph order (a classifier export: the raw
+            ``float32 [batch, *input_shape]`` images).
+          **inputs: or the inputs by name.
 
         Returns:
-          ``{"logits", "probabilities", "class_id"}``.
+          ``{output name: array}`` (a classifier: ``logits``, ``probabilities``, ``class_id``).
+
+        Raises:
+          ValueError: for missing or unknown inputs.
         """
-        values = self.session.run(None, {self.input_name: np.ascontiguousarray(image, np.float32)})
+        from lamina.export.signature import feed_inputs
+
+        feed = feed_inputs(self.input_names, args, inputs, "ONNX model")
+        values = self.session.run(None, {k: np.ascontiguousarray(v, self._dtypes[k]) for k, v in feed.items()})
         return dict(zip(self.output_names, values))
+
+
+def _convert(tf2onnx: Any, serving: Any, spec: Sequence[Any], opset: int) -> Any:
+    """Converts ``serving.serve`` with tf2onnx (lamina's two workarounds applied); returns the ONNX proto."""
+    try:
+        with _without_reshape_optimizer(tf2onnx):
+            proto, _ = tf2onnx.convert.from_function(serving.serve, input_signature=list(spec), opset=int(opset),
+                                                     custom_op_handlers=CUSTOM_OP_HANDLERS)
+    except Exception as e:  # tf2onnx raises many kinds of errors
+        raise ExportError(f"ONNX export: tf2onnx failed to convert the model (opset {opset}): {type(e).__name__}: {one_line(e, 300)}") from None
+    return proto
+
+
+def _open_runner(file: str) -> "ONNXRunner":
+    """An :class:`ONNXRunner` for a freshly converted file; a load failure is an :class:`ExportError`."""
+    try:
+        return ONNXRunner(file)
+    except ValueError as e:
+        detail = str(e).split(": ", 1)[-1]
+        raise ExportError(f"ONNX export: tf2onnx produced a model onnxruntime rejects (an unsupported TensorFlow op? "
+                          f"see the tf2onnx log above): {detail}") from None
+
+
+def _run_converted(runner: "ONNXRunner", feed: Any) -> Dict[str, np.ndarray]:
+    """Runs the converted model on the self-check inputs; a failure is an :class:`ExportError`."""
+    try:
+        return runner(**feed) if isinstance(feed, Mapping) else runner(feed)
+    except Exception as e:  # onnxruntime's Fail / InvalidArgument on a mis-converted graph
+        raise ExportError(f"ONNX export: onnxruntime cannot run the converted model: {one_line(e, 300)}") from None
+
+
+def _module_onnx(tf2onnx: Any, model: Any, path: str, input_signature: Any, opset: int, tolerance: float,
+                 sample: Any, source_run: Optional[str], verbose: bool) -> str:
+    """:func:`onnx` with ``input_signature``: the module served as it is."""
+    from lamina.export.signature import ModuleServing, check_outputs, first_batch, module_metadata, module_sample, output_differences
+
+    serving = ModuleServing(model, input_signature)
+    feed = module_sample(serving.specs, sample)
+
+    def fill(tmp: str) -> Dict[str, Any]:
+        file = os.path.join(tmp, ONNX_FILE)
+        proto = _convert(tf2onnx, serving, serving.specs.values(), opset)
+        with open(file, "wb") as f:
+            f.write(proto.SerializeToString())
+        runner = _open_runner(file)
+        if runner.input_names != serving.input_names or set(runner.output_names) != set(serving.output_names):
+            raise ExportError(f"ONNX export: expected inputs {serving.input_names} and outputs {serving.output_names}, "
+                              f"got {runner.input_names} and {runner.output_names}")
+        diff = output_differences(_run_converted(runner, feed), serving.reference(feed))
+        check_outputs(f"onnx (opset {opset})", diff, tolerance, first_batch(feed), printer(verbose))
+        meta = module_metadata(serving, "onnx", source_run)
+        meta.update(file=ONNX_FILE, opset=int(opset), verification=dict(diff, examples=first_batch(feed), tolerance=tolerance))
+        return meta
+
+    return write_export_dir(path, fill)
 
 
 def onnx(
     model: Any,
     path: str,
-    input_shape: Sequence[int],
+    input_shape: Optional[Sequence[int]] = None,
     preprocessing: Optional[Mapping[str, Any]] = None,
     class_names: Optional[Sequence[str]] = None,
     *,
+    input_signature: Any = None,
     opset: int = DEFAULT_OPSET,
     sample: Optional[Any] = None,
     source_run: Optional[str] = None,
@@ -152,6 +226,9 @@ def onnx(
       input_shape: per-example shape, e.g. ``(8, 8, 1)``.
       preprocessing: ``{"scale", "mean", "std"[, "raw_max"]}`` used in training.
       class_names: one name per class.
+      input_signature: export any module as it is instead (see
+        :func:`lamina.export.saved_model`); ``sample`` is then an array /
+        list / dict.
       opset: ONNX opset (default 17).
       sample: raw inputs for the self-check (default 32 random inputs).
       source_run: run directory recorded in ``lamina_export.json``.
@@ -170,6 +247,13 @@ def onnx(
     _import_runtime()
     import tensorflow as tf
 
+    if input_signature is not None:
+        from lamina.export.signature import reject_classifier_args
+
+        reject_classifier_args(input_shape, preprocessing, class_names)
+        return _module_onnx(tf2onnx, model, path, input_signature, opset, tolerance, sample, source_run, verbose)
+    if input_shape is None:
+        raise TypeError("lamina.export.onnx: pass input_shape (image classifier) or input_signature (any module)")
     serving = ServingModule(model, input_shape, preprocessing, class_names)
     x = sample_batch(serving, sample)
     say = printer(verbose)
@@ -177,27 +261,14 @@ def onnx(
 
     def fill(tmp: str) -> Dict[str, Any]:
         file = os.path.join(tmp, ONNX_FILE)
-        try:
-            with _without_reshape_optimizer(tf2onnx):
-                proto, _ = tf2onnx.convert.from_function(serving.serve, input_signature=spec, opset=int(opset),
-                                                         custom_op_handlers=CUSTOM_OP_HANDLERS)
-        except Exception as e:  # tf2onnx raises many kinds of errors
-            raise ExportError(f"ONNX export: tf2onnx failed to convert the model (opset {opset}): {type(e).__name__}: {one_line(e, 300)}") from None
+        proto = _convert(tf2onnx, serving, spec, opset)
         with open(file, "wb") as f:
             f.write(proto.SerializeToString())
-        try:
-            runner = ONNXRunner(file)
-        except ValueError as e:
-            detail = str(e).split(": ", 1)[-1]
-            raise ExportError(f"ONNX export: tf2onnx produced a model onnxruntime rejects (an unsupported TensorFlow op? "
-                              f"see the tf2onnx log above): {detail}") from None
+        runner = _open_runner(file)
         missing = {"logits", "probabilities", "class_id"} - set(runner.output_names)
         if missing or runner.input_name != INPUT_NAME:
             raise ExportError(f"ONNX export: expected input 'image' and outputs logits/probabilities/class_id, got {runner.input_name!r} and {runner.output_names}")
-        try:
-            got = runner(x)
-        except Exception as e:  # onnxruntime's Fail / InvalidArgument on a mis-converted graph
-            raise ExportError(f"ONNX export: onnxruntime cannot run the converted model: {one_line(e, 300)}") from None
+        got = _run_converted(runner, x)
         diff = max_difference(got, serving.reference(x))
         check_difference(f"onnx (opset {opset})", diff, tolerance, len(x), say)
         meta = base_metadata(serving, "onnx", source_run)

@@ -18,13 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from lamina.export.versions import resolve_export_dir
 from lamina.export.saved_model import (
     INPUT_NAME,
     METADATA_NAME,
-    SIGNATURE_KEY,
     ServingModule,
+    load_signature,
     normalize_preprocessing,
-    one_line,
     read_metadata,
     run_preprocessing,
 )
@@ -81,7 +81,8 @@ class Predictor:
 def _from_run(path: str, which: str) -> Predictor:
     from lamina.train.run import load_run
 
-    model, config = load_run(path, which)
+    model, record = load_run(path, which)
+    config = record.to_json()
     preprocessing = run_preprocessing(config)
     serving = ServingModule(model, config["input_shape"], preprocessing, config.get("class_names"))
     return Predictor(path, "run", serving.input_shape_list, serving.class_name_list, preprocessing["raw_max"],
@@ -89,13 +90,8 @@ def _from_run(path: str, which: str) -> Predictor:
 
 
 def _from_saved_model(path: str, meta: Optional[Dict[str, Any]]) -> Predictor:
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # unreadable or foreign SavedModel
-        raise ValueError(f"cannot load SavedModel {path}: {one_line(e, 200)}") from None
-    if SIGNATURE_KEY not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no {SIGNATURE_KEY!r} signature, got {sorted(loaded.signatures)}")
-    fn = loaded.signatures[SIGNATURE_KEY]
+    fn = load_signature(path)
+    loaded = fn.loaded
     specs = fn.structured_input_signature[1]
     outputs = fn.structured_outputs
     if INPUT_NAME not in specs or "probabilities" not in outputs:
@@ -136,7 +132,9 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
 
     Args:
       path: a directory from ``lamina train`` or ``lamina export`` (or any
-        SavedModel with a ``serving_default`` signature taking ``image``).
+        SavedModel with a ``serving_default`` signature taking ``image``); for
+        a SavedModel in TF Serving's layout, the model's base folder (its
+        highest version is used) or one version folder.
       which: checkpoint of a run directory, ``"best"`` or ``"latest"``.
 
     Returns:
@@ -151,7 +149,12 @@ def load_predictor(path: str, which: str = "best") -> Predictor:
         raise ValueError(f"{path} is a file; expected a run directory (config.json) or an export directory ({METADATA_NAME})")
     if os.path.exists(os.path.join(path, "config.json")):
         return _from_run(path, which)
+    path = resolve_export_dir(path)
     meta = read_metadata(path) if os.path.exists(os.path.join(path, METADATA_NAME)) else None
+    if meta is not None and meta.get("kind") == "module":
+        inputs = ", ".join(f"{n} {s['dtype']} {s['shape']}" for n, s in meta["signature"]["inputs"].items())
+        raise ValueError(f"{path} exports a module with inputs {inputs}, not an image classifier; "
+                         f"lamina predict classifies images: load it with lamina.export.load({path!r})")
     if meta is not None:
         for key in ("format", "input_shape", "class_names", "preprocessing"):
             if key not in meta:

@@ -33,6 +33,7 @@ def export_run(
     which: str = "best",
     opset: int = 17,
     verbose: bool = True,
+    version: Optional[int] = None,
 ) -> str:
     """Exports a run directory's model, checked on real test examples when the data loads.
 
@@ -40,14 +41,18 @@ def export_run(
       run_dir: a run directory written by ``lamina train``.
       fmt: ``"savedmodel"``, ``"tflite"`` or ``"onnx"``.
       output: output directory (default ``RUN_DIR/export/<format>``, with
-        ``-float16``/``-int8`` appended for quantized TFLite).
+        ``-float16``/``-int8`` appended for quantized TFLite). For a
+        SavedModel it is the model's base folder in TF Serving's layout: the
+        export goes to ``output/<version>/``.
       quantize: TFLite only: ``None``, ``"float16"`` or ``"int8"``.
       which: ``"best"`` or ``"latest"`` checkpoint.
       opset: ONNX opset.
       verbose: print progress and the measured difference.
+      version: SavedModel only: the version folder (a positive integer;
+        default one more than the highest version already there, or 1).
 
     Returns:
-      The output directory.
+      The export directory (``.../savedmodel/<version>`` for a SavedModel).
 
     Raises:
       ValueError: for a bad format/quantize combination or a bad run directory.
@@ -62,8 +67,11 @@ def export_run(
         raise ValueError(f"lamina export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize is not None and fmt != "tflite":
         raise ValueError(f"lamina export: --quantize applies to --format tflite only, got --format {fmt}")
+    if version is not None and fmt != "savedmodel":
+        raise ValueError(f"lamina export: --version applies to --format savedmodel only (TF Serving's layout), got --format {fmt}")
     say = printer(verbose)
-    model, config = load_run(run_dir, which)
+    model, record = load_run(run_dir, which)
+    config = record.to_json()
     preprocessing = run_preprocessing(config)
     ds, reason = _load_data(config)
     sample = None
@@ -81,7 +89,7 @@ def export_run(
     common = dict(input_shape=config["input_shape"], preprocessing=preprocessing,
                   class_names=config.get("class_names"), sample=sample, source_run=run_dir, verbose=verbose)
     if fmt == "savedmodel":
-        path = saved_model(model, output, **common)
+        path = saved_model(model, output, version=version if version is not None else "next", **common)
     elif fmt == "onnx":
         path = onnx(model, output, opset=opset, **common)
     else:

@@ -12,11 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
+from lamina.export.versions import versioned_path
 from lamina.module import call_with_training
 
 __all__ = [
@@ -33,8 +34,10 @@ __all__ = [
     "max_difference",
     "saved_model",
     "read_metadata",
+    "load_signature",
     "ensure_built",
     "check_difference",
+    "enforce_tolerance",
     "write_export_dir",
     "base_metadata",
     "save_serving",
@@ -274,11 +277,30 @@ def check_difference(fmt: str, diff: Mapping[str, float], tolerance: float, n: i
     text = (f"{fmt}: verified on {n} examples: max |difference| logits {diff['logits']:.3g}, "
             f"probabilities {diff['probabilities']:.3g} (tolerance {tolerance:g}); "
             f"{diff['class_id_mismatches']} class_id mismatches")
+    enforce_tolerance(fmt, text, diff["max_difference"], tolerance, n, say, "model")
+
+
+def enforce_tolerance(fmt: str, text: str, difference: float, tolerance: float, n: int, say: Callable[[str], None],
+                      what: str) -> None:
+    """Prints a self-check line and raises if the difference is above tolerance.
+
+    Args:
+      fmt: format name for the message.
+      text: the line to print.
+      difference: the checked quantity.
+      tolerance: its allowed maximum.
+      n: number of examples compared.
+      say: print function.
+      what: ``"model"`` or ``"module"``, for the message.
+
+    Raises:
+      ExportError: if ``difference > tolerance`` (or is NaN).
+    """
     say(text)
-    if not diff["max_difference"] <= tolerance:
+    if not difference <= tolerance:
         raise ExportError(
-            f"lamina.export: {fmt} output differs from the original model: max difference "
-            f"{diff['max_difference']:.3g} > tolerance {tolerance:g} on {n} examples; nothing was written"
+            f"lamina.export: {fmt} output differs from the original {what}: max difference "
+            f"{difference:.3g} > tolerance {tolerance:g} on {n} examples; nothing was written"
         )
 
 
@@ -367,11 +389,12 @@ def base_metadata(serving: ServingModule, fmt: str, source_run: Optional[str]) -
     }
 
 
-def save_serving(serving: ServingModule, directory: str) -> None:
+def save_serving(serving: Any, directory: str) -> None:
     """Writes ``serving`` as a SavedModel with its ``serving_default`` signature.
 
     Args:
-      serving: the wrapper.
+      serving: the wrapper (:class:`ServingModule` or
+        :class:`lamina.export.signature.ModuleServing`).
       directory: an empty or new directory.
     """
     tf.saved_model.save(serving, directory, signatures={SIGNATURE_KEY: serving.serve.get_concrete_function()})
@@ -426,44 +449,66 @@ def sample_batch(serving: ServingModule, sample: Optional[Any]) -> np.ndarray:
 def saved_model(
     model: Any,
     path: str,
-    input_shape: Sequence[int],
+    input_shape: Optional[Sequence[int]] = None,
     preprocessing: Optional[Mapping[str, Any]] = None,
     class_names: Optional[Sequence[str]] = None,
     *,
+    input_signature: Any = None,
+    version: Union[int, str, None] = None,
     sample: Optional[Any] = None,
     source_run: Optional[str] = None,
     tolerance: float = SAVED_MODEL_TOLERANCE,
     verbose: bool = True,
 ) -> str:
-    """Exports a model as a SavedModel that takes raw pixels.
+    """Exports a model as a SavedModel: an image classifier taking raw pixels, or any module.
 
-    The ``serving_default`` signature takes ``image: float32 [None,
-    *input_shape]`` (raw values, e.g. 0..16 for the digits) and returns
-    ``logits``, ``probabilities`` and ``class_id`` (int64). The export is
+    With ``input_shape`` (the image-classifier default) the ``serving_default``
+    signature takes ``image: float32 [None, *input_shape]`` (raw values, e.g.
+    0..16 for the digits) and returns ``logits``, ``probabilities`` and
+    ``class_id`` (int64). With ``input_signature`` instead, the module is
+    served as it is (see :mod:`lamina.export.signature`): inputs named after
+    the specs, outputs after what the module returns. Either way the export is
     reloaded with ``tf.saved_model.load`` and compared with the original model
     on ``sample`` before it is moved into place.
 
     Args:
       model: a lamina model (or any ``tf.Module`` called as ``model(x, training=False)``).
-      path: the output directory (replaced if it holds a previous export).
+      path: the output directory (replaced if it holds a previous export); with
+        ``version``, the model's base folder.
       input_shape: per-example shape, e.g. ``(8, 8, 1)``.
       preprocessing: ``{"scale", "mean", "std"[, "raw_max"]}`` used in training.
       class_names: one name per class.
-      sample: raw inputs ``[batch, *input_shape]`` for the self-check
-        (default: 32 random inputs in ``[0, raw_max]``).
+      input_signature: ``tf.TensorSpec`` s (a list: positional inputs; a dict:
+        one dict input) with the batch axis ``None``; replaces
+        ``input_shape``, ``preprocessing`` and ``class_names``.
+      version: write TF Serving's layout ``path/<version>/``: a positive
+        integer, or ``"next"`` (one more than the highest version in ``path``).
+      sample: inputs for the self-check: raw images ``[batch, *input_shape]``
+        (default: 32 random inputs in ``[0, raw_max]``), or for
+        ``input_signature`` an array / list / dict of arrays (default: random
+        inputs, see :func:`lamina.export.signature.module_sample`).
       source_run: run directory recorded in ``lamina_export.json``.
       tolerance: largest allowed difference (probabilities, and logits divided
-        by ``max(1, max |logit|)``).
+        by ``max(1, max |logit|)``; for modules every floating output divided by
+        ``max(1, max |output|)``, and the fraction of differing integer entries).
       verbose: print the measured difference.
 
     Returns:
-      ``path``.
+      The export directory (``path``, or ``path/<version>``).
 
     Raises:
-      ValueError: for a bad shape, preprocessing or sample.
+      ValueError: for a bad shape, signature, preprocessing, sample or version,
+        or both ``input_shape`` and ``input_signature``.
       ExportError: if the reloaded model differs by more than ``tolerance``
-        (nothing is written) or ``path`` is not a previous export.
+        (nothing is written) or the target is not a previous export.
     """
+    if version is not None:
+        path = versioned_path(path, version)
+    if input_signature is not None:
+        return _module_saved_model(model, path, input_signature, input_shape, preprocessing, class_names,
+                                   sample=sample, source_run=source_run, tolerance=tolerance, verbose=verbose)
+    if input_shape is None:
+        raise TypeError("lamina.export.saved_model: pass input_shape (image classifier) or input_signature (any module)")
     serving = ServingModule(model, input_shape, preprocessing, class_names)
     x = sample_batch(serving, sample)
     say = printer(verbose)
@@ -480,6 +525,55 @@ def saved_model(
         return meta
 
     return write_export_dir(path, fill)
+
+
+def _module_saved_model(model: Any, path: str, input_signature: Any, input_shape: Any, preprocessing: Any,
+                        class_names: Any, *, sample: Any, source_run: Optional[str], tolerance: float,
+                        verbose: bool) -> str:
+    """:func:`saved_model` with ``input_signature``: the module served as it is."""
+    from lamina.export.signature import (ModuleServing, check_outputs, first_batch, module_metadata, module_sample,
+                                         output_differences, reject_classifier_args)
+
+    reject_classifier_args(input_shape, preprocessing, class_names)
+    serving = ModuleServing(model, input_signature)
+    feed = module_sample(serving.specs, sample)
+    say = printer(verbose)
+
+    def fill(tmp: str) -> Dict[str, Any]:
+        meta = module_metadata(serving, "savedmodel", source_run)
+        serving.metadata.assign(json.dumps(meta, sort_keys=True))
+        save_serving(serving, tmp)
+        loaded = tf.saved_model.load(tmp)
+        out = loaded.signatures[SIGNATURE_KEY](**{k: tf.constant(v) for k, v in feed.items()})
+        diff = output_differences({k: v.numpy() for k, v in out.items()}, serving.reference(feed))
+        check_outputs("savedmodel", diff, tolerance, first_batch(feed), say)
+        meta["verification"] = dict(diff, examples=first_batch(feed), tolerance=tolerance)
+        return meta
+
+    return write_export_dir(path, fill)
+
+
+def load_signature(path: str) -> Any:
+    """Loads a SavedModel and returns its ``serving_default`` function (it keeps the loaded object alive).
+
+    Args:
+      path: a SavedModel folder.
+
+    Returns:
+      The signature's concrete function.
+
+    Raises:
+      ValueError: if it cannot be loaded or has no ``serving_default`` signature.
+    """
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:  # unreadable or foreign SavedModel
+        raise ValueError(f"cannot load SavedModel {path}: {one_line(e, 200)}") from None
+    if SIGNATURE_KEY not in loaded.signatures:
+        raise ValueError(f"SavedModel {path} has no {SIGNATURE_KEY!r} signature, got {sorted(loaded.signatures)}")
+    fn = loaded.signatures[SIGNATURE_KEY]
+    fn.loaded = loaded  # the variables live as long as the function
+    return fn
 
 
 def read_metadata(path: str) -> Dict[str, Any]:

@@ -9,14 +9,17 @@ representative data set (float input and output, integer kernels inside).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 import warnings
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from lamina.export.signature import feed_inputs
 from lamina.export.saved_model import (
     SIGNATURE_KEY,
     ExportError,
@@ -39,37 +42,103 @@ TFLITE_FILE = "model.tflite"
 TFLITE_TOLERANCE: Dict[Optional[str], Optional[float]] = {None: 1e-4, "float16": 5e-2, "int8": None}
 
 
+# TFLite's C++ logger prints this once per process on stderr when it applies the default CPU delegate.
+_XNNPACK_INFO = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_stderr_lines(drop: Sequence[str]) -> Iterator[None]:
+    """Filters lines out of file descriptor 2 while the block runs (C++ code writes there, not to ``sys.stderr``).
+
+    Everything else written meanwhile (real errors, Python warnings) is written
+    back to stderr when the block ends. TFLite's logger has no Python switch
+    (``TF_CPP_MIN_LOG_LEVEL`` does not reach it), hence the descriptor-level
+    filter; it is process-wide for the short time of the block.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a daemon): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = "".join(line for line in text.splitlines(True) if not any(d in line for d in drop))
+            if kept:
+                os.write(2, kept.encode("utf-8"))
+
+
+def _interpreter_class() -> Tuple[str, Any]:
+    """LiteRT's interpreter when ``ai-edge-litert`` is installed (the ``litert`` extra), else ``tf.lite``'s."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return "litert", Interpreter
+    except ImportError:
+        return "tf.lite", tf.lite.Interpreter
+
+
 class TFLiteRunner:
     """Runs a ``.tflite`` file's ``serving_default`` signature on any batch size.
+
+    Uses LiteRT (``ai_edge_litert.interpreter``) when it is installed and
+    ``tf.lite.Interpreter`` otherwise, without its deprecation warning and
+    without TFLite's ``INFO: Created TensorFlow Lite XNNPACK delegate`` line.
 
     Args:
       path: a ``.tflite`` file, or ``content`` bytes instead.
       content: the flatbuffer bytes.
+
+    Attributes:
+      runtime: ``"litert"`` or ``"tf.lite"``.
+      input_names: the signature's inputs (``["image"]`` for a classifier export).
+
+    Raises:
+      ValueError: for a file that cannot be loaded or has no signature.
     """
 
     def __init__(self, path: Optional[str] = None, content: Optional[bytes] = None) -> None:
-        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice (ai_edge_litert)
-            warnings.simplefilter("ignore")
+        self.runtime, interpreter_class = _interpreter_class()
+        with warnings.catch_warnings(), _without_stderr_lines([_XNNPACK_INFO]):
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (use ai_edge_litert)
             try:
-                self.interpreter = tf.lite.Interpreter(model_path=path, model_content=content)
-            except ValueError as e:
+                self.interpreter = interpreter_class(model_path=path, model_content=content)
+                self.interpreter.allocate_tensors()  # applies the XNNPACK delegate now, inside the filter
+            except (ValueError, RuntimeError) as e:
                 raise ValueError(f"cannot load TFLite model {path or '(bytes)'}: {str(e).splitlines()[0]}") from None
         signatures = self.interpreter.get_signature_list()
         key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures), None)
         if key is None:
             raise ValueError(f"TFLite model {path or '(bytes)'} has no signature")
         self.runner = self.interpreter.get_signature_runner(key)
+        self.input_names = list(signatures[key]["inputs"])
+        self._dtypes = {name: detail["dtype"] for name, detail in self.runner.get_input_details().items()}
 
-    def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def __call__(self, *args: np.ndarray, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         """Runs a batch.
 
         Args:
-          image: raw ``float32 [batch, *input_shape]``.
+          *args: the inputs in the order of :attr:`input_names` (TFLite lists
+            them by name; a classifier export has one: the raw ``float32
+            [batch, *input_shape]`` images).
+          **inputs: or the inputs by name.
 
         Returns:
-          ``{"logits", "probabilities", "class_id"}``.
+          ``{output name: array}`` (a classifier: ``logits``, ``probabilities``, ``class_id``).
+
+        Raises:
+          ValueError: for missing or unknown inputs.
         """
-        out = self.runner(image=np.ascontiguousarray(image, np.float32))
+        feed = feed_inputs(self.input_names, args, inputs, "TFLite model")
+        out = self.runner(**{k: np.ascontiguousarray(v, self._dtypes[k]) for k, v in feed.items()})
         return {k: np.array(v) for k, v in out.items()}
 
 
@@ -107,13 +176,71 @@ def _representative(data: Any, input_shape: Sequence[int], limit: int = 200) -> 
     return gen
 
 
+def _convert(serving: Any, tmp: str, quantize: Optional[str], representative: Any) -> Tuple[bytes, "TFLiteRunner"]:
+    """Converts ``serving``'s ``serve`` signature to ``tmp/model.tflite``; returns its bytes and a runner on it."""
+    content = _converted_bytes(serving, tmp, quantize, representative)
+    file = os.path.join(tmp, TFLITE_FILE)
+    with open(file, "wb") as f:
+        f.write(content)
+    return content, TFLiteRunner(file)
+
+
+def _converted_bytes(serving: Any, tmp: str, quantize: Optional[str], representative: Any) -> bytes:
+    """The TFLite flatbuffer of ``serving.serve`` (saved to a scratch SavedModel in ``tmp`` first)."""
+    with tempfile.TemporaryDirectory(dir=tmp) as scratch:
+        save_serving(serving, scratch)
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=[SIGNATURE_KEY])
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            return converter.convert()
+        except ValueError:
+            raise
+        except Exception as e:  # the converter raises ConverterError and friends
+            raise ExportError(f"lamina.export.tflite: conversion failed: {one_line(e, 300)}") from None
+
+
+def _module_tflite(model: Any, path: str, input_signature: Any, quantize: Optional[str], tolerance: Optional[float],
+                   sample: Any, source_run: Optional[str], verbose: bool) -> str:
+    """:func:`tflite` with ``input_signature``: the module served as it is."""
+    from lamina.export.signature import ModuleServing, check_outputs, first_batch, module_metadata, module_sample, output_differences
+
+    if quantize == "int8":
+        raise ValueError("lamina.export.tflite: int8 quantization is available for the image-classifier export "
+                         "(input_shape=...) only; use quantize=None or 'float16' with input_signature")
+    serving = ModuleServing(model, input_signature)
+    feed = module_sample(serving.specs, sample)
+    tol = TFLITE_TOLERANCE[quantize] if tolerance is None else float(tolerance)
+    fmt = "tflite" + (f" ({quantize})" if quantize else "")
+
+    def fill(tmp: str) -> Dict[str, Any]:
+        content, runner = _convert(serving, tmp, quantize, None)
+        try:
+            diff = output_differences(runner(**feed), serving.reference(feed))
+        except ValueError as e:
+            raise ExportError(f"lamina.export.tflite: the converted model does not match the module: {e}") from None
+        check_outputs(fmt, diff, tol, first_batch(feed), printer(verbose))
+        meta = module_metadata(serving, "tflite", source_run)
+        meta.update(file=TFLITE_FILE, quantize=quantize, size_bytes=len(content), runtime=runner.runtime,
+                    verification=dict(diff, examples=first_batch(feed), tolerance=tol))
+        return meta
+
+    return write_export_dir(path, fill)
+
+
 def tflite(
     model: Any,
     path: str,
-    input_shape: Sequence[int],
+    input_shape: Optional[Sequence[int]] = None,
     preprocessing: Optional[Mapping[str, Any]] = None,
     class_names: Optional[Sequence[str]] = None,
     *,
+    input_signature: Any = None,
     quantize: Optional[str] = None,
     representative_data: Any = None,
     test_data: Optional[Tuple[Any, Any]] = None,
@@ -124,12 +251,18 @@ def tflite(
 ) -> str:
     """Exports a model to TFLite (``path/model.tflite`` + ``lamina_export.json``).
 
+    The file is checked with LiteRT when ``ai-edge-litert`` is installed
+    (``lamina[litert]``), else with ``tf.lite.Interpreter``.
+
     Args:
       model: a lamina model called as ``model(x, training=False) -> logits``.
       path: the output directory (replaced if it holds a previous export).
       input_shape: per-example shape, e.g. ``(8, 8, 1)``.
       preprocessing: ``{"scale", "mean", "std"[, "raw_max"]}`` used in training.
       class_names: one name per class.
+      input_signature: export any module as it is instead (see
+        :func:`lamina.export.saved_model`); ``quantize`` may then be
+        ``None`` or ``"float16"``, and ``sample`` is an array / list / dict.
       quantize: ``None`` (float32), ``"float16"`` (float16 weights) or
         ``"int8"`` (full integer kernels, float interface).
       representative_data: raw training inputs for ``int8``: an array
@@ -153,6 +286,16 @@ def tflite(
     """
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"lamina.export.tflite: quantize must be one of {', '.join(QUANTIZE_MODES)} or None, got {quantize!r}")
+    if input_signature is not None:
+        from lamina.export.signature import reject_classifier_args
+
+        reject_classifier_args(input_shape, preprocessing, class_names)
+        for name, value in (("representative_data", representative_data), ("test_data", test_data)):
+            if value is not None:
+                raise ValueError(f"lamina.export.tflite: {name} applies to the image-classifier export only")
+        return _module_tflite(model, path, input_signature, quantize, tolerance, sample, source_run, verbose)
+    if input_shape is None:
+        raise TypeError("lamina.export.tflite: pass input_shape (image classifier) or input_signature (any module)")
     serving = ServingModule(model, input_shape, preprocessing, class_names)
     x = sample_batch(serving, sample)
     tol = TFLITE_TOLERANCE[quantize] if tolerance is None else float(tolerance)
@@ -161,29 +304,10 @@ def tflite(
     rep = _representative(representative_data, serving.input_shape_list) if quantize == "int8" else None
 
     def fill(tmp: str) -> Dict[str, Any]:
-        with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-            save_serving(serving, scratch)
-            converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=[SIGNATURE_KEY])
-            if quantize is not None:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize == "float16":
-                converter.target_spec.supported_types = [tf.float16]
-            elif quantize == "int8":
-                converter.representative_dataset = rep
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            try:
-                content = converter.convert()
-            except ValueError:
-                raise
-            except Exception as e:  # the converter raises ConverterError and friends
-                raise ExportError(f"lamina.export.tflite: conversion failed: {one_line(e, 300)}") from None
-        file = os.path.join(tmp, TFLITE_FILE)
-        with open(file, "wb") as f:
-            f.write(content)
-        runner = TFLiteRunner(file)
+        content, runner = _convert(serving, tmp, quantize, rep)
         diff = max_difference(_run_batched(runner, x), serving.reference(x))
         meta = base_metadata(serving, "tflite", source_run)
-        meta.update(file=TFLITE_FILE, quantize=quantize, size_bytes=len(content))
+        meta.update(file=TFLITE_FILE, quantize=quantize, size_bytes=len(content), runtime=runner.runtime)
         if tol is not None:
             check_difference(fmt, diff, tol, len(x), say)
         else:

@@ -14,3 +14,4 @@ from lamina.layers.containers import *  # noqa: F401,F403
 from lamina.layers.recurrent import *  # noqa: F401,F403
 from lamina.layers.attention import *  # noqa: F401,F403
 from lamina.layers.positional import *  # noqa: F401,F403
+from lamina.layers.remat import *  # noqa: F401,F403

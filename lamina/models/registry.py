@@ -35,6 +35,8 @@ def _ensure_defaults() -> None:
     register_model("resnet18", lambda num_classes, **kw: resnet.resnet18(num_classes, **kw))
     register_model("resnet34", lambda num_classes, **kw: resnet.resnet34(num_classes, **kw))
     register_model("resnet50", lambda num_classes, **kw: resnet.resnet50(num_classes, **kw))
+    register_model("resnet101", lambda num_classes, **kw: resnet.resnet101(num_classes, **kw))
+    register_model("resnet152", lambda num_classes, **kw: resnet.resnet152(num_classes, **kw))
     try:
         from lamina.models import transformer
     except ImportError:  # pragma: no cover - sequence models not present

@@ -7,11 +7,11 @@ mean over the valid positions) and a ``Linear`` classifier head.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from lamina.layers._utils import cast_like, positive_int
+from lamina.layers._utils import cast_like, normalize_data_format, positive_int
 from lamina.layers.attention import TransformerEncoderBlock
 from lamina.layers.conv import Conv2D
 from lamina.layers.dropout import Dropout
@@ -19,7 +19,7 @@ from lamina.layers.embedding import Embedding
 from lamina.layers.linear import Linear
 from lamina.layers.norm import LayerNorm
 from lamina.layers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
-from lamina.module import InputSpec, Module
+from lamina.module import InputSpec, Module, builds_first
 
 __all__ = ["Transformer", "ViT"]
 
@@ -50,7 +50,7 @@ class _EncoderMixin(Module):
     """The encoder stack, the class token and the head shared by both models."""
 
     def _make_encoder(self, num_classes: int, model_dim: int, num_heads: int, num_layers: int,
-                      mlp_dim: Optional[int], dropout: float, pooling: str) -> None:
+                      mlp_dim: Optional[int], dropout: float, pooling: str, eps: float = 1e-5) -> None:
         owner = self.describe()
         self.num_classes = positive_int(num_classes, "num_classes", owner)
         self.model_dim = positive_int(model_dim, "model_dim", owner)
@@ -61,11 +61,13 @@ class _EncoderMixin(Module):
             raise ValueError(f"{owner}: num_heads ({num_heads}) must divide model_dim ({model_dim})")
         self.rate = _check_rate(dropout, owner)
         self.pooling = _check_pooling(pooling, owner)
+        self.norm_eps = eps
         self.blocks = [
-            TransformerEncoderBlock(self.num_heads, self.model_dim, self.mlp_dim, dropout=self.rate, name=f"block_{i}")
+            TransformerEncoderBlock(self.num_heads, self.model_dim, self.mlp_dim, dropout=self.rate, eps=eps,
+                                    name=f"block_{i}")
             for i in range(self.num_layers)
         ]
-        self.norm = LayerNorm(name="final_norm")
+        self.norm = LayerNorm(eps=eps, name="final_norm")
         self.head = Linear(self.num_classes, name="head")
         self.embed_dropout = Dropout(self.rate, name="embed_dropout") if self.rate > 0 else None
 
@@ -81,13 +83,15 @@ class _EncoderMixin(Module):
         return h, mask
 
     def _encode_and_classify(self, h: tf.Tensor, mask: Optional[tf.Tensor], training: Any) -> tf.Tensor:
-        if self.embed_dropout is not None:
-            h = self.embed_dropout(h, training=training)
+        h = self._embed_dropout(h, training)
         for block in self.blocks:
             h = block(h, mask=mask, training=training)
         h = self.norm(h)
         pooled = h[:, 0] if self.pooling == "cls" else _masked_mean(h, mask)
         return self.head(pooled)
+
+    def _embed_dropout(self, h: tf.Tensor, training: Any) -> tf.Tensor:
+        return self.embed_dropout(h, training=training) if self.embed_dropout is not None else h
 
 
 class Transformer(_EncoderMixin):
@@ -199,7 +203,7 @@ class Transformer(_EncoderMixin):
 
 
 class ViT(_EncoderMixin):
-    """A small Vision Transformer (Dosovitskiy et al., 2021) for channels-last images.
+    """A Vision Transformer (Dosovitskiy et al., 2021).
 
     Non-overlapping ``patch_size`` patches are embedded by a strided ``Conv2D``
     (kernel = stride = ``patch_size``), a learned class token is prepended,
@@ -208,7 +212,12 @@ class ViT(_EncoderMixin):
     ``Linear`` head on the class token. With ``pooling="mean"`` there is no
     class token and the head reads the mean over the patches. Variables:
     ``patch_embed``, ``cls_token``, ``positions/embeddings``
-    ``(num_patches + 1, model_dim)``, the blocks' and the head's.
+    ``(num_patches + 1, model_dim)``, the blocks' and the head's. Patches are
+    taken row by row, as torchvision, timm and Hugging Face do, so
+    ``ViT(1000, patch_size=16, model_dim=768, num_heads=12, num_layers=12,
+    mlp_dim=3072, image_size=224, norm_eps=1e-6)`` is torchvision's ``vit_b_16``
+    (see :func:`lamina.interop.create_model`). ``model.features(x)`` returns
+    the blocks' outputs as feature maps.
 
     Args:
       num_classes: number of output classes.
@@ -220,6 +229,10 @@ class ViT(_EncoderMixin):
       image_size: ``(H, W)`` or an int; ``None`` takes it from the first input.
       dropout: dropout rate.
       pooling: ``"cls"`` or ``"mean"``.
+      norm_eps: epsilon of every LayerNorm (1e-6 in torchvision's and timm's
+        ViTs, 1e-12 in Hugging Face's).
+      data_format: ``"channels_last"`` (images ``(B, H, W, C)``) or
+        ``"channels_first"`` (``(B, C, H, W)``).
       name: module name.
 
     Raises:
@@ -238,11 +251,14 @@ class ViT(_EncoderMixin):
         image_size: Union[None, int, Sequence[int]] = None,
         dropout: float = 0.0,
         pooling: str = "cls",
+        norm_eps: float = 1e-5,
+        data_format: str = "channels_last",
         name: Optional[str] = None,
     ) -> None:
         super().__init__(name=name)
         owner = self.describe()
-        self._make_encoder(num_classes, model_dim, num_heads, num_layers, mlp_dim, dropout, pooling)
+        self._make_encoder(num_classes, model_dim, num_heads, num_layers, mlp_dim, dropout, pooling, eps=norm_eps)
+        self.data_format = normalize_data_format(data_format, owner)
         self.patch_size = positive_int(patch_size, "patch_size", owner)
         if image_size is None:
             self.image_size: Optional[Tuple[int, int]] = None
@@ -253,7 +269,7 @@ class ViT(_EncoderMixin):
             self.image_size = (positive_int(size[0], "image_size", owner), positive_int(size[1], "image_size", owner))
             self._check_size(self.image_size)
         self.patch_embed = Conv2D(self.model_dim, self.patch_size, strides=self.patch_size, padding="VALID",
-                                  name="patch_embed")
+                                  data_format=self.data_format, name="patch_embed")
         self.positions: Optional[LearnedPositionalEmbedding] = None
         self.input_spec = InputSpec(rank=4)
 
@@ -265,12 +281,13 @@ class ViT(_EncoderMixin):
         """Creates the class token and the positions from the image size.
 
         Args:
-          input_shape: ``(B, H, W, C)``.
+          input_shape: ``(B, H, W, C)`` (``(B, C, H, W)`` for channels_first).
 
         Raises:
           ValueError: for an unknown, mismatched or indivisible image size.
         """
-        size = (input_shape[1], input_shape[2])
+        rows = 1 if self.data_format == "channels_last" else 2
+        size = (input_shape[rows], input_shape[rows + 1])
         if size[0] is None or size[1] is None:
             if self.image_size is None:
                 raise ValueError(self.error(f"the image size must be known at the first call (or given), got shape {input_shape}"))
@@ -285,21 +302,60 @@ class ViT(_EncoderMixin):
             self._make_cls_token()
             extra = 1
         self.positions = LearnedPositionalEmbedding(self.num_patches + extra, self.model_dim, name="positions")
-        self.input_spec = InputSpec(rank=4, axes={1: (size[0], "image rows"), 2: (size[1], "image columns")})
+        self.grid = (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        self.input_spec = InputSpec(rank=4, axes={rows: (size[0], "image rows"), rows + 1: (size[1], "image columns")})
+
+    def _tokens(self, x: tf.Tensor) -> tf.Tensor:
+        """Patch embeddings (+ class token) + positions: ``(B, [1 +] num_patches, D)``."""
+        p = self.patch_embed(x)  # (B, H/p, W/p, D) or (B, D, H/p, W/p)
+        if self.data_format == "channels_first":
+            p = tf.transpose(p, [0, 2, 3, 1])
+        shape = tf.shape(p)
+        h = tf.reshape(p, tf.stack([shape[0], self.num_patches, self.model_dim]))
+        if self.pooling == "cls":
+            h, _ = self._prepend_cls(h, None)
+        return self.positions(h)
 
     def __call__(self, x: tf.Tensor, training: Any = False) -> tf.Tensor:
         """Computes class logits.
 
         Args:
-          x: images ``(B, H, W, C)``.
+          x: images ``(B, H, W, C)`` (``(B, C, H, W)`` for channels_first).
           training: enables dropout.
 
         Returns:
           Logits ``(B, num_classes)``.
         """
-        p = self.patch_embed(x)  # (B, H/p, W/p, D)
-        shape = tf.shape(p)
-        h = tf.reshape(p, tf.stack([shape[0], self.num_patches, self.model_dim]))
-        if self.pooling == "cls":
-            h, _ = self._prepend_cls(h, None)
-        return self._encode_and_classify(self.positions(h), None, training)
+        return self._encode_and_classify(self._tokens(x), None, training)
+
+    @builds_first
+    def features(self, x: tf.Tensor, indices: Optional[Sequence[int]] = None, training: Any = False) -> List[tf.Tensor]:
+        """The blocks' outputs as feature maps (timm's ``forward_intermediates`` without the final norm).
+
+        Args:
+          x: images, as for ``__call__``.
+          indices: which blocks (0-based; negative counts from the end); default all.
+          training: enables dropout.
+
+        Returns:
+          One map per selected block, class token dropped: ``(B, H/p, W/p, D)``
+          (``(B, D, H/p, W/p)`` for channels_first); all have stride ``patch_size``.
+
+        Raises:
+          ValueError: for an index outside ``[-num_layers, num_layers)``.
+        """
+        wanted = list(range(self.num_layers)) if indices is None else [int(i) for i in indices]
+        for i in wanted:
+            if not -self.num_layers <= i < self.num_layers:
+                raise ValueError(self.error(f"features: block index {i} is out of range for {self.num_layers} blocks"))
+        wanted_set = {i % self.num_layers for i in wanted}
+        h = self._embed_dropout(self._tokens(x), training)
+        maps = {}
+        for i, block in enumerate(self.blocks[: max(wanted_set) + 1]):
+            h = block(h, training=training)
+            if i in wanted_set:
+                grid = h[:, 1:] if self.pooling == "cls" else h
+                shape = tf.shape(grid)
+                m = tf.reshape(grid, tf.stack([shape[0], self.grid[0], self.grid[1], self.model_dim]))
+                maps[i] = tf.transpose(m, [0, 3, 1, 2]) if self.data_format == "channels_first" else m
+        return [maps[i % self.num_layers] for i in wanted]

@@ -7,6 +7,7 @@
 from lamina.optim import schedules
 from lamina.optim.base import LearningRate, Optimizer
 from lamina.optim.clipping import clip_by_global_norm, clip_by_norm, clip_by_value, global_norm
+from lamina.optim.groups import ParamGroup
 from lamina.optim.optimizers import SGD, Adam, AdamW, RMSProp, get
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "clip_by_value",
     "global_norm",
     "schedules",
+    "ParamGroup",
 ]

@@ -34,10 +34,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from lamina.optim import clipping
+from lamina.optim.groups import ParamGroup, no_decay_rule
 
-__all__ = ["Optimizer", "LearningRate"]
+__all__ = ["Optimizer", "LearningRate", "NoDecay"]
 
 LearningRate = Union[float, Callable[[tf.Tensor], tf.Tensor]]
+NoDecay = Union[None, str, Callable[[tf.Variable], bool]]
 
 
 def check_float(
@@ -101,6 +103,10 @@ class Optimizer(tf.Module):
       global_clipnorm: clip all gradients together to this global L2 norm.
       clipnorm: clip each gradient to this L2 norm.
       clipvalue: clip each gradient element to ``[-clipvalue, clipvalue]``.
+      groups: :class:`~lamina.optim.ParamGroup` s giving some variables their
+        own learning-rate multiplier and/or weight decay (first match wins).
+      no_weight_decay: ``"bias_and_norm"`` (no decay on variables of rank <= 1:
+        biases, norm scales and offsets) or a predicate ``var -> bool``.
       name: module name (defaults to the snake-cased class name).
 
     At most one of ``global_clipnorm``, ``clipnorm`` and ``clipvalue`` may be set.
@@ -118,10 +124,19 @@ class Optimizer(tf.Module):
         global_clipnorm: Optional[float] = None,
         clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        groups: Sequence[ParamGroup] = (),
+        no_weight_decay: NoDecay = None,
         name: Optional[str] = None,
     ) -> None:
         super().__init__(name=name)
         owner = self.describe()
+        groups = tuple(groups)
+        for group in groups:
+            if not isinstance(group, ParamGroup):
+                raise TypeError(f"{owner}: groups must be lamina.optim.ParamGroup objects, got {group!r}")
+        self._groups = groups
+        self._no_decay = no_decay_rule(no_weight_decay, owner)
+        self._group_cache: Dict[Any, Optional[ParamGroup]] = {}
         clips = {"global_clipnorm": global_clipnorm, "clipnorm": clipnorm, "clipvalue": clipvalue}
         given = [k for k, v in clips.items() if v is not None]
         if len(given) > 1:
@@ -288,6 +303,92 @@ class Optimizer(tf.Module):
         else:
             self._create_slots(missing)
 
+    # ----------------------------------------------------- per-variable values
+    def _group_of(self, var: tf.Variable) -> Optional[ParamGroup]:
+        key = var.ref()
+        if key not in self._group_cache:
+            self._group_cache[key] = next((g for g in self._groups if g.contains(var)), None)
+        return self._group_cache[key]
+
+    def lr_scale_for(self, var: tf.Variable) -> float:
+        """Returns the learning-rate multiplier of ``var`` (its group's, else 1).
+
+        Args:
+          var: a variable.
+
+        Returns:
+          A float >= 0.
+        """
+        group = self._group_of(var)
+        return group.lr_scale if group is not None else 1.0
+
+    def weight_decay_for(self, var: tf.Variable) -> float:
+        """Returns the weight decay applied to ``var``.
+
+        Its group's decay if it sets one, else 0 when ``no_weight_decay``
+        matches it, else the optimizer's ``weight_decay`` (0 if it has none).
+
+        Args:
+          var: a variable.
+
+        Returns:
+          A float >= 0.
+        """
+        group = self._group_of(var)
+        if group is not None and group.weight_decay is not None:
+            return group.weight_decay
+        if self._no_decay is not None and self._no_decay(var):
+            return 0.0
+        return float(getattr(self, "weight_decay", 0.0) or 0.0)
+
+    # ------------------------------------------------------------ aggregation
+    def build(self, variables: Sequence[tf.Variable]) -> None:
+        """Creates the slots of the variables not seen before (a no-op for known ones).
+
+        Called by :meth:`apply`; call it yourself to create every slot before
+        the first step (the Trainer does), or inside a step outside any
+        ``tf.cond`` branch (under a strategy it makes a ``merge_call``).
+
+        Args:
+          variables: the variables this optimizer will update.
+        """
+        self._ensure_slots(list(variables))
+
+    @staticmethod
+    def aggregate_gradients(grads: Sequence[Optional[tf.Tensor]], reduction: str = "mean") -> List[Optional[tf.Tensor]]:
+        """All-reduces gradients across the replicas of the current strategy.
+
+        The one implementation of cross-replica aggregation in lamina: the
+        Trainer's step and :meth:`apply` both use it. Outside a multi-replica
+        replica context the gradients are returned unchanged.
+
+        Args:
+          grads: gradients (``None`` entries pass through; ``IndexedSlices`` are made dense).
+          reduction: ``"mean"`` (per-replica losses that are batch means) or
+            ``"sum"`` (losses already scaled by ``1 / global batch``).
+
+        Returns:
+          The aggregated gradients.
+
+        Raises:
+          ValueError: for another ``reduction``.
+        """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"aggregate_gradients: reduction must be 'mean' or 'sum', got {reduction!r}")
+        grads = list(grads)
+        ctx = tf.distribute.get_replica_context()
+        strategy = tf.distribute.get_strategy()
+        if ctx is None or strategy.num_replicas_in_sync <= 1:
+            return grads
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if not present:
+            return grads
+        op = tf.distribute.ReduceOp.MEAN if reduction == "mean" else tf.distribute.ReduceOp.SUM
+        reduced = ctx.all_reduce(op, [tf.convert_to_tensor(grads[i]) for i in present])
+        for i, g in zip(present, reduced):
+            grads[i] = g
+        return grads
+
     # ------------------------------------------------------------------ apply
     def _check_strategy(self) -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
@@ -355,20 +456,20 @@ class Optimizer(tf.Module):
                 f"{owner}: no gradient for any of the {len(variables)} variables ({names}...); "
                 "is the loss connected to them?"
             )
-        strategy = self._check_strategy()
+        self._check_strategy()
         grads = [tf.convert_to_tensor(g) for g, _ in pairs]
         targets = [v for _, v in pairs]
-        ctx = tf.distribute.get_replica_context()
-        if aggregate is not None and ctx is not None and strategy.num_replicas_in_sync > 1:
-            op = tf.distribute.ReduceOp.MEAN if aggregate == "mean" else tf.distribute.ReduceOp.SUM
-            grads = list(ctx.all_reduce(op, grads))
+        if aggregate is not None:
+            grads = self.aggregate_gradients(grads, aggregate)
         grads = self._clip(grads)
         self._ensure_slots(variables)
         lr = self.current_learning_rate()
         t = self.iterations.read_value() + 1
         for g, v in zip(grads, targets):
             slots = self.slots_for(v)
-            self._update(v, tf.cast(g, self.compute_dtype(v)), slots, lr, tf.cast(t, tf.float32))
+            scale = self.lr_scale_for(v)
+            lr_v = lr if scale == 1.0 else lr * scale
+            self._update(v, tf.cast(g, self.compute_dtype(v)), slots, lr_v, tf.cast(t, tf.float32))
         self.iterations.assign_add(1)
 
     def _update(

@@ -12,11 +12,12 @@ update is computed in float32, then rounded once into the variable.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from lamina.optim.base import LearningRate, Optimizer, check_float
+from lamina.optim.base import LearningRate, NoDecay, Optimizer, check_float
+from lamina.optim.groups import ParamGroup
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSProp", "get"]
 
@@ -50,6 +51,8 @@ class SGD(Optimizer):
       nesterov: use Nesterov momentum (needs ``momentum > 0``).
       weight_decay: L2 penalty coefficient (>= 0), added to the gradient.
       global_clipnorm / clipnorm / clipvalue: optional gradient clipping.
+      groups / no_weight_decay: per-variable learning-rate scales and weight decay
+        (:class:`lamina.optim.ParamGroup`, ``"bias_and_norm"``).
       name: module name.
 
     Raises:
@@ -66,6 +69,8 @@ class SGD(Optimizer):
         global_clipnorm: Optional[float] = None,
         clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        groups: Sequence[ParamGroup] = (),
+        no_weight_decay: NoDecay = None,
         name: Optional[str] = None,
     ) -> None:
         owner = f"SGD '{name or 'sgd'}'"
@@ -79,6 +84,8 @@ class SGD(Optimizer):
             global_clipnorm=global_clipnorm,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
+            groups=groups,
+            no_weight_decay=no_weight_decay,
             name=name,
         )
         self.momentum = momentum
@@ -90,8 +97,9 @@ class SGD(Optimizer):
 
     def _update(self, var: tf.Variable, grad: tf.Tensor, slots: Dict[str, tf.Variable], lr: tf.Tensor, step: tf.Tensor) -> None:
         dtype = grad.dtype
-        if self.weight_decay:
-            grad = grad + self.weight_decay * self.read(var)
+        decay = self.weight_decay_for(var)
+        if decay:
+            grad = grad + decay * self.read(var)
         if self.momentum > 0.0:
             b = _momentum_step(slots["momentum_buffer"], grad, self.momentum)
             d = grad + self.momentum * b if self.nesterov else b
@@ -122,6 +130,8 @@ class Adam(Optimizer):
       weight_decay: L2 penalty added to the gradient (>= 0); see :class:`AdamW`
         for decoupled decay.
       global_clipnorm / clipnorm / clipvalue: optional gradient clipping.
+      groups / no_weight_decay: per-variable learning-rate scales and weight decay
+        (:class:`lamina.optim.ParamGroup`, ``"bias_and_norm"``).
       name: module name.
 
     Raises:
@@ -142,6 +152,8 @@ class Adam(Optimizer):
         global_clipnorm: Optional[float] = None,
         clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        groups: Sequence[ParamGroup] = (),
+        no_weight_decay: NoDecay = None,
         name: Optional[str] = None,
     ) -> None:
         owner = f"{type(self).__name__} '{name or type(self).__name__.lower()}'"
@@ -156,6 +168,8 @@ class Adam(Optimizer):
             global_clipnorm=global_clipnorm,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
+            groups=groups,
+            no_weight_decay=no_weight_decay,
             name=name,
         )
         self.beta1 = beta1
@@ -179,7 +193,7 @@ class Adam(Optimizer):
         Plain Adam (no AMSGrad, no weight decay) on a float32/float64 variable
         with a gradient of the same dtype, outside a ``tf.distribute`` strategy.
         """
-        return (not self.amsgrad and not self.weight_decay and not tf.distribute.has_strategy()
+        return (not self.amsgrad and not self.weight_decay_for(var) and not tf.distribute.has_strategy()
                 and var.dtype == grad.dtype and var.dtype in (tf.float32, tf.float64))
 
     def _update(self, var: tf.Variable, grad: tf.Tensor, slots: Dict[str, tf.Variable], lr: tf.Tensor, step: tf.Tensor) -> None:
@@ -201,10 +215,11 @@ class Adam(Optimizer):
             return
         dtype = grad.dtype
         p = self.read(var)
-        if self.weight_decay and self._decoupled:
-            p = p - tf.cast(lr * self.weight_decay, dtype) * p
-        elif self.weight_decay:
-            grad = grad + self.weight_decay * p
+        decay = self.weight_decay_for(var)
+        if decay and self._decoupled:
+            p = p - tf.cast(lr * decay, dtype) * p
+        elif decay:
+            grad = grad + decay * p
         b1, b2 = self.beta1, self.beta2
         m = _moving_average(slots["m"], grad, b1)
         v = _moving_average(slots["v"], tf.square(grad), b2)
@@ -233,6 +248,8 @@ class AdamW(Adam):
       weight_decay: the decoupled decay (>= 0, default 0.01 as PyTorch).
       beta1, beta2, epsilon, amsgrad: as :class:`Adam`.
       global_clipnorm / clipnorm / clipvalue: optional gradient clipping.
+      groups / no_weight_decay: per-variable learning-rate scales and weight decay
+        (:class:`lamina.optim.ParamGroup`, ``"bias_and_norm"``).
       name: module name.
 
     Raises:
@@ -253,6 +270,8 @@ class AdamW(Adam):
         global_clipnorm: Optional[float] = None,
         clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        groups: Sequence[ParamGroup] = (),
+        no_weight_decay: NoDecay = None,
         name: Optional[str] = None,
     ) -> None:
         super().__init__(
@@ -265,6 +284,8 @@ class AdamW(Adam):
             global_clipnorm=global_clipnorm,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
+            groups=groups,
+            no_weight_decay=no_weight_decay,
             name=name,
         )
 
@@ -291,6 +312,8 @@ class RMSProp(Optimizer):
       centered: normalize by the estimated variance instead of the second moment.
       weight_decay: L2 penalty added to the gradient (>= 0).
       global_clipnorm / clipnorm / clipvalue: optional gradient clipping.
+      groups / no_weight_decay: per-variable learning-rate scales and weight decay
+        (:class:`lamina.optim.ParamGroup`, ``"bias_and_norm"``).
       name: module name.
 
     Raises:
@@ -309,6 +332,8 @@ class RMSProp(Optimizer):
         global_clipnorm: Optional[float] = None,
         clipnorm: Optional[float] = None,
         clipvalue: Optional[float] = None,
+        groups: Sequence[ParamGroup] = (),
+        no_weight_decay: NoDecay = None,
         name: Optional[str] = None,
     ) -> None:
         owner = f"RMSProp '{name or 'rms_prop'}'"
@@ -327,6 +352,8 @@ class RMSProp(Optimizer):
             global_clipnorm=global_clipnorm,
             clipnorm=clipnorm,
             clipvalue=clipvalue,
+            groups=groups,
+            no_weight_decay=no_weight_decay,
             name=name,
         )
         self.decay = decay
@@ -346,8 +373,9 @@ class RMSProp(Optimizer):
 
     def _update(self, var: tf.Variable, grad: tf.Tensor, slots: Dict[str, tf.Variable], lr: tf.Tensor, step: tf.Tensor) -> None:
         dtype = grad.dtype
-        if self.weight_decay:
-            grad = grad + self.weight_decay * self.read(var)
+        decay = self.weight_decay_for(var)
+        if decay:
+            grad = grad + decay * self.read(var)
         rho = self.decay
         s = _moving_average(slots["square_avg"], tf.square(grad), rho)
         if self.centered:

@@ -3,7 +3,7 @@
 Mixed precision in lamina is explicit and simple: variables stay float32; the
 trainer casts the model input to the compute dtype, every layer casts its
 variables to its input's dtype, and the logits are cast back to float32 for the
-loss. ``mixed_float16`` adds dynamic loss scaling (:class:`LossScale`).
+loss. ``mixed_float16`` adds dynamic loss scaling (:class:`lamina.train.loss_scale.LossScale`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Optional
 import tensorflow as tf
 
 __all__ = ["PRECISIONS", "Precision", "resolve_precision", "auto_precision", "LossScale"]
+
+from lamina.train.loss_scale import LossScale  # noqa: E402  (its own file; re-exported here)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 
@@ -98,40 +100,3 @@ def resolve_precision(name: Optional[str]) -> Precision:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     name = name.lower()
     return Precision(auto_precision() if name == "auto" else name)
-
-
-class LossScale(tf.Module):
-    """Dynamic loss scaling for float16 training.
-
-    The loss is multiplied by ``scale`` before differentiation and the gradients
-    divided by it. A step whose gradients are not finite is skipped and the scale
-    halved; after ``growth_interval`` finite steps in a row the scale doubles.
-
-    Args:
-      initial_scale: the starting scale.
-      growth_interval: finite steps before the scale grows.
-    """
-
-    def __init__(self, initial_scale: float = 2.0**15, growth_interval: int = 2000) -> None:
-        super().__init__(name="loss_scale")
-        self.scale = tf.Variable(initial_scale, dtype=tf.float32, trainable=False, name="scale")
-        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
-        self.growth_interval = growth_interval
-
-    def update(self, grads_finite: tf.Tensor) -> None:
-        """Adjusts the scale after a step.
-
-        Args:
-          grads_finite: scalar bool, whether every gradient was finite.
-        """
-
-        def grow() -> None:
-            should_grow = self.good_steps + 1 >= self.growth_interval
-            self.scale.assign(tf.where(should_grow, self.scale * 2.0, self.scale))
-            self.good_steps.assign(tf.where(should_grow, tf.constant(0, tf.int64), self.good_steps + 1))
-
-        def shrink() -> None:
-            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
-            self.good_steps.assign(0)
-
-        tf.cond(grads_finite, grow, shrink)

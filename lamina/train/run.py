@@ -17,37 +17,43 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import tensorflow as tf
 
-__all__ = ["RunDirError", "CONFIG_NAME", "write_config", "read_config", "check_compatible", "load_run", "checkpoint_path"]
+from lamina.train.config import ConfigError, RunConfig, RunRecord
+
+__all__ = ["RunDirError", "CONFIG_NAME", "RESUMABLE_OPTIONS", "write_record", "read_record", "read_config",
+           "check_compatible", "load_run", "checkpoint_path", "default_run_dir"]
 
 CONFIG_NAME = "config.json"
 
-# Keys that must match to resume in an existing run directory.
+# What must match to train on in an existing run directory: the model itself...
 _IDENTITY_KEYS = ("model", "model_kwargs", "num_classes", "input_shape")
+# ...and every option, except these, which a resumed run may change.
+RESUMABLE_OPTIONS = ("epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "patience", "check_numerics",
+                     "strategy", "jit", "run_dir")
 
 
 class RunDirError(ValueError):
     """A run directory is missing, incomplete, or holds something else."""
 
 
-def write_config(run_dir: str, config: Dict[str, Any]) -> str:
-    """Writes ``config.json`` atomically.
+def write_record(run_dir: str, record: RunRecord) -> str:
+    """Writes ``config.json`` atomically (temporary file, fsync, rename).
 
     Args:
       run_dir: the run directory (created if needed).
-      config: JSON-serializable configuration.
+      record: the run's record.
 
     Returns:
       The file's path.
     """
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CONFIG_NAME)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
+        json.dump(record.to_json(), f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -55,13 +61,13 @@ def write_config(run_dir: str, config: Dict[str, Any]) -> str:
 
 
 def read_config(run_dir: str) -> Dict[str, Any]:
-    """Reads a run directory's ``config.json``.
+    """Reads a run directory's ``config.json`` as it is (a dict).
 
     Args:
       run_dir: the run directory.
 
     Returns:
-      The configuration dict.
+      The parsed JSON object.
 
     Raises:
       RunDirError: if the folder or its config is missing or unreadable.
@@ -73,35 +79,98 @@ def read_config(run_dir: str) -> Dict[str, Any]:
         raise RunDirError(f"{run_dir!r} is not a lamina run directory (no {CONFIG_NAME})")
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError) as e:
         raise RunDirError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
-def check_compatible(run_dir: str, config: Dict[str, Any]) -> None:
-    """Refuses to train in a run directory that holds a different model.
+def read_record(run_dir: str) -> RunRecord:
+    """Reads and checks a run directory's ``config.json``.
+
+    Args:
+      run_dir: the run directory.
+
+    Returns:
+      The :class:`RunRecord`.
+
+    Raises:
+      RunDirError: for a missing, unreadable, incomplete or tampered config.
+    """
+    path = os.path.join(run_dir, CONFIG_NAME)
+    try:
+        return RunRecord.from_json(read_config(run_dir), source=path)
+    except ConfigError as e:
+        raise RunDirError(str(e)) from None
+
+
+def _has_checkpoint(run_dir: str) -> bool:
+    folder = os.path.join(run_dir, "checkpoints")
+    return os.path.isdir(folder) and any(n.endswith(".index") for n in os.listdir(folder))
+
+
+def _epochs_done(run_dir: str) -> int:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    from lamina.train.callbacks.metrics_log import read_metrics
+
+    try:
+        records = read_metrics(path, warn=False)
+    except (OSError, ValueError):
+        return 0
+    return max((int(r.get("epoch", 0)) for r in records), default=0)
+
+
+def check_compatible(run_dir: str, record: RunRecord) -> None:
+    """Refuses to train in a run directory whose run this configuration would not continue.
+
+    A folder without checkpoints holds nothing to continue (a run that failed
+    before its first save): any configuration may start there. Otherwise the
+    model must be the same and every option equal to the recorded one, except
+    :data:`RESUMABLE_OPTIONS`; ``epochs`` may grow, not shrink below what was done.
 
     Args:
       run_dir: an existing or new run directory.
-      config: the configuration about to be used.
+      record: the record about to be used.
 
     Raises:
-      RunDirError: if ``run_dir`` holds a run whose model, its arguments, the
-        number of classes or the input shape differ.
+      RunDirError: naming the option and both values.
     """
     path = os.path.join(run_dir, CONFIG_NAME)
     if not os.path.exists(path):
         if os.path.isdir(os.path.join(run_dir, "checkpoints")):
             raise RunDirError(f"{run_dir!r} holds checkpoints but no {CONFIG_NAME}; use another --run-dir")
         return
+    if not _has_checkpoint(run_dir):
+        return
     old = read_config(run_dir)
+    new = record.to_json()
     for key in _IDENTITY_KEYS:
-        a, b = old.get(key), config.get(key)
+        a, b = old.get(key), new.get(key)
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             raise RunDirError(
                 f"run directory {run_dir!r} holds a different run ({key}: {a!r} there, {b!r} now); "
                 "use another --run-dir"
             )
+    old_config = read_record(run_dir).config
+    for f in RunConfig.options():
+        if f.name in RESUMABLE_OPTIONS:
+            continue
+        a, b = getattr(old_config, f.name), getattr(record.config, f.name)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            raise RunDirError(
+                f"cannot resume {run_dir!r} with {RunConfig.flag(f.name)} {b!r}: it was trained with {a!r} "
+                f"(only {', '.join(RunConfig.flag(n) for n in RESUMABLE_OPTIONS if n != 'run_dir')} may change "
+                "on resume); use another --run-dir"
+            )
+    done = _epochs_done(run_dir)
+    if record.config.epochs < done:
+        raise RunDirError(
+            f"cannot resume {run_dir!r} with --epochs {record.config.epochs}: it has already trained {done} epochs"
+        )
 
 
 def checkpoint_path(run_dir: str, which: str = "best") -> str:
@@ -133,31 +202,46 @@ def checkpoint_path(run_dir: str, which: str = "best") -> str:
     raise RunDirError(f"run directory {run_dir!r} has no checkpoint yet")
 
 
-def load_run(run_dir: str, which: str = "best") -> Tuple[Any, Dict[str, Any]]:
+def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[Any, RunRecord]:
     """Rebuilds the model of a run directory and restores its weights.
 
     Args:
       run_dir: a directory written by ``lamina train``.
       which: ``"best"`` or ``"latest"`` checkpoint.
+      weights: ``"live"`` (the trained weights) or ``"ema"`` (their moving
+        average, for a run trained with ``--ema``).
 
     Returns:
-      ``(model, config)``; the model is built and holds the trained weights.
+      ``(model, record)``; the model is built and holds the chosen weights.
 
     Raises:
-      RunDirError: if the directory, its config or its checkpoint is missing.
+      RunDirError: if the directory, its config or its checkpoint is missing,
+        or ``weights="ema"`` for a run without an average.
     """
     from lamina.models.registry import create_model
 
-    config = read_config(run_dir)
+    if weights not in ("live", "ema"):
+        raise RunDirError(f"weights must be 'live' or 'ema', got {weights!r}")
+    record = read_record(run_dir)
     path = checkpoint_path(run_dir, which)
-    model = create_model(config["model"], config["num_classes"], **config.get("model_kwargs", {}))
-    model(tf.zeros((1, *config["input_shape"]), tf.float32), training=False)
-    status = tf.train.Checkpoint(model=model).restore(path)
+    model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
+    model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+    parts: Dict[str, Any] = {"model": model}
+    ema = None
+    if weights == "ema":
+        if record.config.ema is None:
+            raise RunDirError(f"run directory {run_dir!r} was trained without --ema: it has no weight average")
+        from lamina.train.ema import WeightEMA
+
+        ema = parts["ema"] = WeightEMA(model, record.config.ema)
+    status = tf.train.Checkpoint(**parts).restore(path)
     try:
         status.expect_partial().assert_existing_objects_matched()
     except AssertionError as e:
         raise RunDirError(f"checkpoint {path} does not match the model in {run_dir!r}: {e}") from None
-    return model, config
+    if ema is not None:
+        ema.copy_to()
+    return model, record
 
 
 def default_run_dir(model: str, data: str, root: str = "runs") -> str:

@@ -36,8 +36,9 @@ class TrainAdapter(lm.Module):
     gradient also flows through modules without variables (pools, activations).
     """
 
-    # TODO(lead): remove once the Trainer calls models via call_with_training (nested
-    # outputs would still need the flattening, or a loss that takes them).
+    # The Trainer calls models through call_with_training, so modules without a
+    # ``training`` argument need no adapter for that any more; this one stays for
+    # the flattening (MSE needs one tensor) and the input scale.
 
     def __init__(self, descriptor, module):
         super().__init__(name="adapter")

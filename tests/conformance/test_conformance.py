@@ -84,6 +84,15 @@ def _run(args, cwd):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
+def _result(results, d, what):
+    """A descriptor's entry in a subprocess's results; its recorded error raised (not an AssertionError:
+    an expected failure of the check must not hide a crash)."""
+    res = results[d.name]
+    if res.get("error"):
+        raise RuntimeError(f"{d.name}: {what}: {res['error']}\n{res.get('trace', '')}")
+    return res
+
+
 # ------------------------------------------------- MirroredStrategy training
 @pytest.fixture(scope="session")
 def strategy_results(tmp_path_factory):
@@ -98,9 +107,7 @@ def strategy_results(tmp_path_factory):
 @pytest.mark.parametrize("d", [_param(d, "strategy", raises=AssertionError) for d in DESCRIPTORS if d.expensive])
 def test_mirrored_strategy_fit_equals_one_device(d, strategy_results):
     """Trainer.fit, 3 epochs of 2 steps, MirroredStrategy over 2 logical CPUs == one device, to 1e-5."""
-    res = strategy_results[d.name]
-    if res.get("error"):
-        raise RuntimeError(f"{d.name}: training under the strategy failed: {res['error']}\n{res.get('trace', '')}")
+    res = _result(strategy_results, d, "training under the strategy failed")
     assert res["steps"] == 6, res
     assert res["moved"] > 1e-3, f"{d.name}: training did not change the weights ({res['moved']:.3g})"
     assert res["diff"] <= 1e-5, f"{d.name}: weights differ by {res['diff']:.3g} after 6 steps (losses {res['losses']})"
@@ -165,8 +172,6 @@ def saved_model_results(tmp_path_factory):
 @pytest.mark.parametrize("d", [_param(d, "saved_model", raises=AssertionError) for d in DESCRIPTORS if d.expensive])
 def test_saved_model_in_a_fresh_process_gives_the_same_outputs(d, saved_model_results):
     """tf.saved_model.save(module, signatures=...) -> tf.saved_model.load in another process -> same outputs."""
-    res = saved_model_results[d.name]
-    if res.get("error"):
-        raise RuntimeError(f"{d.name}: {res['error']}")
+    res = _result(saved_model_results, d, "SavedModel")
     assert res["relative_diffs"], f"{d.name}: no output"
     assert max(res["relative_diffs"]) <= 1e-5, f"{d.name}: outputs differ (relative) by {res['relative_diffs']}"

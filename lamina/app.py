@@ -1,0 +1,473 @@
+"""What the ``lamina`` commands do, as functions: ``train_run``, ``evaluate_run``, ``summarize``.
+
+The command line is a thin adapter over these: ``lamina train --epochs 5`` is
+``lamina.app.train_run(RunConfig(epochs=5))`` plus printing. Use them from
+Python to script experiments::
+
+    from lamina.app import train_run
+    from lamina.train.config import RunConfig
+
+    result = train_run(RunConfig(model="mlp", data="digits", epochs=5), quiet=True)
+    print(result.results["test_accuracy"], result.run_dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from lamina.train.config import ConfigError, RunConfig, RunRecord
+
+__all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
+           "latest_run", "resolve_model", "apply_freeze", "init_weights"]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_run` did.
+
+    Attributes:
+      run_dir: the run directory.
+      record: the run's record (``config.json``).
+      history: one dict of logs per epoch (the resumed ones included).
+      results: final test metrics and timings (``results.json``).
+      trained: whether any step ran in this call (``False`` for a finished run re-evaluated).
+    """
+
+    run_dir: str
+    record: RunRecord
+    history: List[Dict[str, Any]]
+    results: Dict[str, Any]
+    trained: bool
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """What :func:`evaluate_run` measured.
+
+    Attributes:
+      split: the split evaluated.
+      loss: the mean loss.
+      accuracy: the accuracy.
+      confusion: the confusion matrix (rows: true class).
+      class_names: one name per class.
+      checkpoint: the checkpoint evaluated.
+    """
+
+    split: str
+    loss: float
+    accuracy: float
+    confusion: Any
+    class_names: List[str]
+    checkpoint: str
+
+
+def resolve_model(name: str) -> str:
+    """Returns the registered model name for ``name``.
+
+    Raises:
+      ConfigError: for an unknown model, listing the known ones.
+    """
+    from lamina.models.registry import model_names
+
+    key = str(name).lower()
+    if key not in model_names():
+        raise ConfigError(f"unknown model {name!r}; expected one of {', '.join(model_names())}")
+    return key
+
+
+def make_optimizer(config: RunConfig, steps_per_epoch: int) -> Any:
+    """Builds the optimizer and learning-rate schedule a configuration asks for.
+
+    Args:
+      config: the run configuration (``optimizer``, ``lr``, ``schedule``,
+        ``warmup_epochs``, ``weight_decay``, ``clip_norm``, ``epochs``).
+      steps_per_epoch: optimizer steps per epoch.
+
+    Returns:
+      A :mod:`lamina.optim` optimizer (it owns the gradient clipping).
+    """
+    from lamina import optim
+    from lamina.optim import schedules
+
+    total = config.epochs * steps_per_epoch
+    lr = config.lr
+    if config.schedule == "constant":
+        schedule = schedules.constant(lr)
+    elif config.schedule == "cosine":
+        warmup = min(config.warmup_epochs * steps_per_epoch, max(0, total - 1))
+        schedule = schedules.cosine(lr, total_steps=total, warmup_steps=warmup)
+    elif config.schedule == "step":
+        schedule = schedules.step_decay(lr, step_size=max(1, total // 3), gamma=0.1)
+    else:
+        schedule = schedules.exponential(lr, decay_rate=0.5, decay_steps=max(1, total // 4))
+    kwargs: Dict[str, Any] = {}
+    if config.weight_decay is not None:
+        kwargs["weight_decay"] = config.weight_decay
+    if config.optimizer == "sgd":
+        kwargs["momentum"] = 0.9
+    if config.clip_norm is not None:
+        kwargs["global_clipnorm"] = config.clip_norm
+    return optim.get(config.optimizer, learning_rate=schedule, **kwargs)
+
+
+def latest_run(model: str, data: str, root: str = "runs") -> Optional[str]:
+    """Returns the newest run directory under ``root`` that trained ``model`` on ``data``.
+
+    Any folder with a ``config.json`` counts (auto-named or ``--run-dir`` ones
+    inside ``root``); the newest by its last checkpoint (or config) time wins.
+
+    Args:
+      model: the model name.
+      data: the data source as given.
+      root: the folder to look in.
+
+    Returns:
+      The path, or ``None``.
+    """
+    if not os.path.isdir(root):
+        return None
+    found: List[Tuple[float, str]] = []
+    for name in os.listdir(root):
+        folder = os.path.join(root, name)
+        path = os.path.join(folder, "config.json")
+        try:
+            with open(path) as f:
+                cfg = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(cfg, dict) or str(cfg.get("model", "")).lower() != model.lower() or cfg.get("data") != data:
+            continue
+        ckpt = os.path.join(folder, "checkpoints", "checkpoint")
+        found.append((os.path.getmtime(ckpt if os.path.exists(ckpt) else path), folder))
+    return max(found)[1] if found else None
+
+
+def _head(model: Any) -> Any:
+    from lamina.models.heads import head_of
+
+    return head_of(model)
+
+
+def apply_freeze(model: Any, spec: str) -> List[str]:
+    """Freezes parts of a model (``--freeze``).
+
+    Args:
+      model: a built lamina model.
+      spec: ``"backbone"`` (every direct sub-module but the head) or
+        comma-separated attribute paths (``"blocks/0,blocks/1"``).
+
+    Returns:
+      The paths frozen.
+
+    Raises:
+      ConfigError: for a path that names no module.
+    """
+    from lamina.module import Module
+
+    frozen = []
+    if spec.strip().lower() == "backbone":
+        head = _head(model)
+        for name, child in vars(model).items():
+            modules = child if isinstance(child, (list, tuple)) else [child]
+            for i, m in enumerate(modules):
+                if isinstance(m, Module) and m is not head:
+                    m.trainable = False
+                    frozen.append(name if len(modules) == 1 and not isinstance(child, (list, tuple)) else f"{name}/{i}")
+        return frozen
+    for path in [p.strip() for p in spec.split(",") if p.strip()]:
+        target: Any = model
+        for part in path.split("/"):
+            try:
+                target = target[int(part)] if part.isdigit() else getattr(target, part)
+            except (AttributeError, IndexError, TypeError):
+                raise ConfigError(f"--freeze {path!r}: {type(model).__name__} has no module at {path!r}") from None
+        if not isinstance(target, Module):
+            raise ConfigError(f"--freeze {path!r}: that is a {type(target).__name__}, not a module")
+        target.trainable = False
+        frozen.append(path)
+    return frozen
+
+
+def init_weights(model: Any, source: str) -> List[str]:
+    """Loads starting weights into a built model (``--init-from``).
+
+    Args:
+      model: the built model.
+      source: a run directory (its best checkpoint) or a ``.safetensors`` file
+        written by ``lm.save_weights`` / ``lamina convert``.
+
+    Returns:
+      Notes for the user (the head dropped because its size differs, ...).
+
+    Raises:
+      ConfigError: for a missing source, or weights that do not fit the model
+        (other than the head).
+    """
+    import numpy as np
+
+    if os.path.isdir(source):
+        from lamina.train.run import load_run
+
+        src_model, _ = load_run(source, "best")
+        weights = src_model.get_weights()
+    elif os.path.isfile(source):
+        from lamina.export.safetensors import load_file
+
+        weights = {k: np.asarray(v) for k, v in load_file(source).items()}
+    else:
+        raise ConfigError(f"--init-from {source!r}: no such run directory or weights file")
+    own = model.get_weights()
+    head_paths = set()
+    head = _head(model)
+    if head is not None:
+        head_ids = {id(v) for v in head.variables}
+        head_paths = {p for p, v in model.variable_paths().items() if id(v) in head_ids}
+    notes, load = [], {}
+    for key, value in weights.items():
+        if key not in own:
+            continue
+        if tuple(value.shape) != tuple(own[key].shape):
+            if key in head_paths:
+                notes.append(f"dropped the source's {key} {tuple(value.shape)}: the new head has {tuple(own[key].shape)}")
+                continue
+            raise ConfigError(f"--init-from {source!r}: {key} has shape {tuple(value.shape)} there, "
+                              f"{tuple(own[key].shape)} in this model")
+        load[key] = value
+    missing = sorted(set(own) - set(load) - head_paths)
+    if not load or missing:
+        raise ConfigError(
+            f"--init-from {source!r}: {len(load)} of the model's {len(own)} variables found there"
+            + (f"; missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "")
+        )
+    model.set_weights(load, strict=False)
+    notes.insert(0, f"initialized {len(load)} of {len(own)} variables from {source}")
+    return notes
+
+
+def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
+              strategy: Any = None) -> TrainResult:
+    """Trains a model as ``lamina train`` does: data, model, Trainer, test evaluation, artifacts.
+
+    Args:
+      config: the run configuration.
+      resume: with no ``run_dir``, continue the newest run of this model and data under ``runs/``.
+      quiet: print only warnings (the caller prints the result).
+      strategy: a strategy already built (default: built from ``config.strategy``).
+
+    Returns:
+      The :class:`TrainResult`.
+
+    Raises:
+      ConfigError: for an unusable configuration.
+      RunDirError: for a run directory holding another run.
+      DataError / TrainingError / CheckpointError: from the data, the training or the checkpoints.
+    """
+    t_start = time.perf_counter()
+    if config.strategy == "multiworker" and config.run_dir is None:
+        raise ConfigError("--strategy multiworker needs --run-dir (the same folder for every worker)")
+    if strategy is None and config.strategy != "default":
+        # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+        from lamina.train.distribute import DistributeError, make_strategy
+
+        try:
+            strategy = make_strategy(config.strategy)
+        except DistributeError as e:
+            raise ConfigError(f"--strategy {config.strategy}: {e}") from None
+    import lamina as lm
+    from lamina import data as ld
+    from lamina.models.registry import create_model
+    from lamina.train.run import check_compatible, default_run_dir, write_record
+
+    config = config.replace(model=resolve_model(config.model))
+    say: Callable[..., None] = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    lm.set_seed(config.seed)
+    dataset = ld.load(config.data, image_size=tuple(config.image_size) if config.image_size else None,
+                      validation_split=config.val_split, seed=config.seed)
+    run_dir = config.run_dir
+    if resume and run_dir is None:
+        run_dir = latest_run(config.model, config.data)
+        if run_dir is None:
+            raise ConfigError(f"--resume: no earlier run of {config.model} on {config.data} under runs/")
+    run_dir = run_dir or default_run_dir(config.model, config.data)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"--run-dir {run_dir!r} is a file, not a folder")
+    config = config.replace(run_dir=run_dir)
+    model_kwargs: Dict[str, Any] = {}
+    if config.model == "vit":
+        model_kwargs["image_size"] = list(dataset.input_shape[:2])
+    record = RunRecord(
+        config=config, num_classes=int(dataset.num_classes), input_shape=[int(d) for d in dataset.input_shape],
+        class_names=[str(c) for c in dataset.class_names], preprocessing=dataset.preprocessing,
+        data_name=dataset.name, model_kwargs=model_kwargs, lamina_version=lm.__version__,
+    )
+    check_compatible(run_dir, record)
+    steps_per_epoch = dataset.num_batches("train", config.batch_size)
+    val_split = "validation" if dataset.splits.get("validation") else None
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = create_model(config.model, dataset.num_classes, **model_kwargs)
+        optimizer = make_optimizer(config, -(-steps_per_epoch // config.grad_accum))
+    loss = lm.losses.SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
+    trainer = lm.train.Trainer(
+        model, optimizer, loss, metrics=["accuracy"], strategy=strategy, jit_compile=config.jit,
+        precision=config.precision, grad_accum_steps=config.grad_accum, ema=config.ema, seed=config.seed,
+        deterministic=config.deterministic, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints, monitor="val_accuracy" if val_split else "accuracy",
+        patience=config.patience, quiet=quiet, check_numerics=config.check_numerics,
+    )
+    record.precision_resolved = trainer.precision.name
+    fresh = trainer.manager("checkpoints").latest_checkpoint is None
+    if fresh and (config.init_from or config.freeze):
+        trainer.build(dataset.arrays("train")[0][:1])
+        if config.init_from:
+            for note in init_weights(model, config.init_from):
+                say(f"note: {note}")
+    if config.freeze:
+        trainer.build(dataset.arrays("train")[0][:1])
+        say(f"frozen: {', '.join(apply_freeze(model, config.freeze))}")
+    if trainer.is_chief:
+        write_record(run_dir, record)
+    say(
+        f"training {config.model} on {dataset.name} ({dataset.splits.get('train')} train / "
+        f"{dataset.splits.get('validation', 0)} validation / {dataset.splits.get('test', 0)} test examples, "
+        f"input {tuple(dataset.input_shape)}, {dataset.num_classes} classes) for {config.epochs} epochs; "
+        f"precision {trainer.precision.name}; run dir {run_dir}"
+    )
+    augment = config.augment or False
+
+    def train_data(epoch: int, skip_batches: int) -> Any:
+        return dataset.batches("train", config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                               augment=augment, skip_batches=skip_batches)
+
+    validation = dataset.batches(val_split, 256, shuffle=False) if val_split else None
+    t_fit = time.perf_counter()
+    history = trainer.fit(train_data, validation=validation, epochs=config.epochs,
+                          steps_per_epoch=steps_per_epoch, max_steps=config.max_steps)
+    fit_time = time.perf_counter() - t_fit
+    trained = trainer.steps_run > 0
+    if not trained and not fresh:
+        say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
+    results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
+    if "test" in dataset.splits:
+        with scope:  # a metric updated inside strategy.run lives in the strategy's scope
+            confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
+        test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
+        results.update({f"test_{k}": v for k, v in test.items()})
+        matrix = confusion.result().numpy()
+        results["confusion_matrix"] = matrix.tolist()
+        if trainer.is_chief:
+            from lamina.train.plots import plot_confusion
+
+            plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
+            if trainer.tensorboard:
+                _tensorboard_test_images(trainer, dataset, matrix, run_dir)
+    results["total_time_s"] = round(time.perf_counter() - t_start, 2)
+    if trainer.is_chief:
+        _write_json_atomic(os.path.join(run_dir, "results.json"), results)
+    return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
+
+
+def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: str) -> None:
+    """Adds the test confusion matrix and a grid of test predictions to ``tensorboard/test``."""
+    try:
+        import tensorboard.summary.v2  # noqa: F401
+    except ImportError:
+        return  # the TensorBoard callback already said so
+    import numpy as np
+    import tensorflow as tf
+
+    from lamina.train import summaries
+
+    step = len(trainer.history)
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard", "test"))
+    names = [str(c) for c in dataset.class_names]
+    summaries.write_image(writer, "confusion_matrix", summaries.confusion_matrix_image(matrix, names), step)
+    shape = tuple(dataset.input_shape)
+    if len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2:
+        x_raw, y = dataset.sample_raw(16, "test")
+        if len(x_raw):
+            predicted = trainer.predict([dataset.normalize(x_raw)]).argmax(-1)
+            raw_max = dataset.preprocessing.get("raw_max")
+            grid = summaries.sample_grid_image(np.asarray(x_raw), labels=list(y), predictions=list(predicted),
+                                               class_names=names, raw_max=raw_max)
+            summaries.write_image(writer, "samples", grid, step)
+    writer.close()
+
+
+def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:
+    """Writes JSON by temporary file + fsync + rename (never through a symlink left at ``path``)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", which: str = "best",
+                 batch_size: int = 256) -> EvalResult:
+    """Evaluates a run's checkpoint on a split of its data (or of another source).
+
+    Args:
+      run_dir: a directory written by ``lamina train``.
+      data: another data source with the same input shape and classes.
+      split: the split to evaluate.
+      which: ``"best"`` or ``"latest"``.
+      batch_size: evaluation batch size.
+
+    Returns:
+      The :class:`EvalResult`.
+
+    Raises:
+      ConfigError: for data that does not fit the model.
+      RunDirError / CheckpointError: for a bad run directory or checkpoint.
+    """
+    import numpy as np
+
+    import lamina as lm
+    from lamina import data as ld
+    from lamina.train.run import checkpoint_path, load_run
+
+    model, record = load_run(run_dir, which)
+    cfg = record.config
+    source = data or cfg.data
+    dataset = ld.load(source, image_size=tuple(cfg.image_size) if cfg.image_size else None,
+                      validation_split=cfg.val_split, seed=cfg.seed)
+    if list(dataset.input_shape) != list(record.input_shape):
+        raise ConfigError(f"data {source!r} has input shape {tuple(dataset.input_shape)}, "
+                          f"the model expects {tuple(record.input_shape)}")
+    if dataset.num_classes != record.num_classes:
+        raise ConfigError(f"data {source!r} has {dataset.num_classes} classes, the model has {record.num_classes}")
+    trainer = lm.train.Trainer(model, optimizer=None, loss=lm.losses.SoftmaxCrossEntropy(), metrics=["accuracy"], quiet=True)
+    confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
+    result = trainer.evaluate(dataset.batches(split, batch_size, shuffle=False), extra_metrics=[confusion])
+    names = list(record.class_names) or [str(i) for i in range(dataset.num_classes)]
+    return EvalResult(split=split, loss=result["loss"], accuracy=result["accuracy"],
+                      confusion=confusion.result().numpy().astype(np.int64), class_names=names,
+                      checkpoint=checkpoint_path(run_dir, which))
+
+
+def summarize(model_name: str, input_shape: Tuple[int, ...], num_classes: int = 10) -> Any:
+    """Prints a registered model's summary table for an input shape.
+
+    Args:
+      model_name: a registered model name.
+      input_shape: the per-example input shape.
+      num_classes: the number of classes.
+
+    Returns:
+      The built model.
+    """
+    import lamina as lm
+    from lamina.models.registry import create_model
+
+    name = resolve_model(model_name)
+    kwargs = {"image_size": list(input_shape[:2])} if name == "vit" else {}
+    model = create_model(name, num_classes, **kwargs)
+    lm.summary(model, tuple(input_shape))
+    return model

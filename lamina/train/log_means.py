@@ -1,0 +1,71 @@
+"""``LogMeans``: the running, example-weighted means of whatever scalars a train step logs."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import tensorflow as tf
+
+__all__ = ["LogMeans"]
+
+
+class _Keys:
+    def __init__(self) -> None:
+        self.order: List[str] = []
+
+
+class LogMeans(tf.Module):
+    """Per-name ``total`` and ``count`` variables, created the first time a name is logged.
+
+    The compiled step returns each scalar's sum over the global batch (already
+    reduced across replicas) and the number of examples; :meth:`update` adds
+    them eagerly, outside the step, so the step's graph creates no variable
+    (a ``tf.function`` that creates variables is traced twice). The variables
+    are plain host variables in the Trainer's checkpoint, so a run resumed
+    mid-epoch reports the same epoch means as an uninterrupted one.
+
+    Args:
+      name: module name.
+    """
+
+    def __init__(self, name: str = "log_means") -> None:
+        super().__init__(name=name)
+        self.totals: Dict[str, tf.Variable] = {}
+        self.counts: Dict[str, tf.Variable] = {}
+        self._keys = _Keys()  # the names in first-logged order (not tracked)
+
+    def _ensure(self, key: str) -> None:
+        if key in self.totals:
+            return
+        with tf.init_scope():
+            safe = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in key)
+            self.totals[key] = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"{safe}_total")
+            self.counts[key] = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"{safe}_count")
+        self._keys.order.append(key)
+
+    def update(self, sums: Dict[str, tf.Tensor], weight: tf.Tensor) -> None:
+        """Adds a step: ``sums[k]`` is the weighted sum of ``k`` over the global batch of ``weight`` examples.
+
+        Args:
+          sums: per-name weighted sums (float32 scalars).
+          weight: the number of examples (float32 scalar).
+        """
+        w = tf.cast(weight, tf.float64)
+        for key, value in sums.items():
+            self._ensure(key)
+            self.totals[key].assign_add(tf.cast(value, tf.float64))
+            self.counts[key].assign_add(w)
+
+    def result(self) -> Dict[str, float]:
+        """Returns ``{name: mean}`` as Python floats, in the order first logged."""
+        out = {}
+        for key in self._keys.order:
+            count = float(self.counts[key].numpy())
+            out[key] = float(self.totals[key].numpy()) / count if count else float("nan")
+        return out
+
+    def reset(self) -> None:
+        """Zeroes every total and count."""
+        for key in self._keys.order:
+            self.totals[key].assign(0.0)
+            self.counts[key].assign(0.0)
