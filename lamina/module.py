@@ -439,7 +439,7 @@ class Module(tf.Module):
             if unknown:
                 parts.append(f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
             raise ValueError(self.error("set_weights: " + "; ".join(parts)))
-        if not set(variables) & set(weights):
+        if variables and not set(variables) & set(weights):
             raise ValueError(self.error(
                 f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
                 f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"

