@@ -110,6 +110,9 @@ LAYERS = [
        (5,), xfail={"strategy": DROPOUT_REPLICAS}),
     _d("Residual", lambda: lm.Residual(lm.Linear(5), activation="relu"), (5,)),
     _d("Residual(shortcut)", lambda: lm.Residual(lm.Linear(3), shortcut=lm.Linear(3)), (5,)),
+    _d("Remat(Sequential)", lambda: lm.remat(lm.Sequential([lm.Linear(4), lm.GELU(), lm.LayerNorm(), lm.Linear(3)])),
+       (5,)),
+    _d("Remat(BasicBlock)", lambda: lm.Remat(M.BasicBlock(2, 2)), IMAGE),
     # --------------------------------------------------------------- recurrent
     _d("RNN(LSTM)", lambda: lm.RNN(lm.LSTM(4)), (5, 3), covers=(lm.RNN, lm.LSTM)),
     _d("RNN(GRU, last output)", lambda: lm.RNN(lm.GRU(4), return_sequences=False), (5, 3), covers=(lm.GRU,)),
