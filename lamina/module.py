@@ -103,6 +103,10 @@ def _to_tensor(x: Any) -> Any:
 _SYMBOLIC_PACKAGES = ("keras", "tf_keras")
 
 
+# Argument types already seen not to be Keras ones (tf.Tensor, ndarray, bool, ...): one set lookup per argument.
+_NOT_SYMBOLIC: set = set()
+
+
 def _package_of(obj: Any) -> str:
     return (getattr(type(obj), "__module__", "") or "").split(".", 1)[0]
 
@@ -113,6 +117,8 @@ def _check_not_symbolic(module: "Module", args: Tuple[Any, ...], kwargs: Mapping
     Raises:
       TypeError: naming the module and the argument.
     """
+    if all(type(v) in _NOT_SYMBOLIC for v in args) and all(type(v) in _NOT_SYMBOLIC for v in kwargs.values()):
+        return  # the common case: tensors, arrays, bools, None
     for where, value in list(enumerate(args)) + list(kwargs.items()):
         items = value if isinstance(value, (list, tuple)) else (value.values() if isinstance(value, dict) else (value,))
         for item in items:
@@ -125,6 +131,8 @@ def _check_not_symbolic(module: "Module", args: Tuple[Any, ...], kwargs: Mapping
                         "(eagerly or inside a tf.function); lamina does not build Keras models"
                     )
                 )
+            if not isinstance(item, (list, tuple, dict)):
+                _NOT_SYMBOLIC.add(type(item))
 
 
 def _enclosing_foreign_layer(max_depth: int = 64) -> Optional[Any]:
