@@ -300,6 +300,18 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     model_kwargs: Dict[str, Any] = {}
     if config.model == "vit":
         model_kwargs["image_size"] = list(dataset.input_shape[:2])
+    from lamina.train.run import has_checkpoint, read_record
+
+    fresh = not has_checkpoint(run_dir)
+    weights_file = config.init_from if config.init_from and not os.path.isdir(config.init_from) else None
+    pretrained = None
+    if weights_file and not fresh:
+        # Resuming: the weights come from the checkpoint; model and normalization as recorded.
+        recorded = read_record(run_dir)
+        model_kwargs, dataset.preprocessing = dict(recorded.model_kwargs), dict(recorded.preprocessing)
+    elif weights_file:
+        pretrained = _from_pretrained(config, weights_file, dataset, strategy)
+        model_kwargs["source"] = pretrained[1].built_for
     record = RunRecord(
         config=config, num_classes=int(dataset.num_classes), input_shape=[int(d) for d in dataset.input_shape],
         class_names=[str(c) for c in dataset.class_names], preprocessing=dataset.preprocessing,
@@ -308,9 +320,11 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     check_compatible(run_dir, record)
     steps_per_epoch = dataset.num_batches("train", config.batch_size)
     val_split = "validation" if dataset.splits.get("validation") else None
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
-        model = create_model(config.model, dataset.num_classes, **model_kwargs)
+    def scope() -> Any:  # a fresh context each time: a strategy's scope object cannot be entered twice
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
+        model = pretrained[0] if pretrained else create_model(config.model, dataset.num_classes, **model_kwargs)
         optimizer = make_optimizer(config, -(-steps_per_epoch // config.grad_accum))
     loss = lm.losses.SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
     trainer = lm.train.Trainer(
@@ -321,14 +335,16 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         patience=config.patience, quiet=quiet, check_numerics=config.check_numerics,
     )
     record.precision_resolved = trainer.precision.name
-    fresh = trainer.manager("checkpoints").latest_checkpoint is None
-    if fresh and (config.init_from or config.freeze):
-        trainer.build(dataset.arrays("train")[0][:1])
-        if config.init_from:
-            for note in init_weights(model, config.init_from):
-                say(f"note: {note}")
+    if pretrained:
+        for note in pretrained[1].notes:
+            say(f"note: {note}")
+        say(f"note: {pretrained[1].summary()}")
+    if (fresh and config.init_from and not weights_file) or config.freeze:
+        trainer.build(dataset.normalize(dataset.sample_raw(1, "train")[0]))  # a model input, as the batches give
+    if fresh and config.init_from and not weights_file:
+        for note in init_weights(model, config.init_from):
+            say(f"note: {note}")
     if config.freeze:
-        trainer.build(dataset.arrays("train")[0][:1])
         say(f"frozen: {', '.join(apply_freeze(model, config.freeze))}")
     if trainer.is_chief:
         write_record(run_dir, record)
@@ -354,7 +370,7 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
     results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
     if "test" in dataset.splits:
-        with scope:  # a metric updated inside strategy.run lives in the strategy's scope
+        with scope():  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
         test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})
@@ -372,10 +388,59 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
 
 
+def _from_pretrained(config: RunConfig, path: str, dataset: Any, strategy: Any) -> Tuple[Any, Any]:
+    """Builds ``config.model`` from a torchvision/timm/Keras/HF (or converted) weights file (``--init-from FILE``).
+
+    The model gets the options the weights need, the checkpoint's head is
+    dropped when its size differs, and the data is normalized the way the
+    weights expect (their mean/std, in the data's own value range).
+
+    Returns:
+      ``(model, report)`` (:class:`lamina.interop.LoadReport`).
+
+    Raises:
+      ConfigError: for a missing file or weights that do not fit ``--model``.
+    """
+    from lamina import interop
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--init-from {path!r}: no such run directory or weights file")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    options = {"image_size": int(dataset.input_shape[0])} if config.model.startswith("vit") else {}
+    try:
+        with scope:
+            model, report = interop.init_from(path, config.model, num_classes=dataset.num_classes, **options)
+    except ValueError as e:
+        raise ConfigError(f"--init-from {path!r}: {e}") from None
+    if report.preprocessing:
+        dataset.preprocessing = _rescaled_preprocessing(dataset.preprocessing, report.preprocessing)
+    return model, report
+
+
+def _rescaled_preprocessing(own: Dict[str, Any], wanted: Dict[str, Any]) -> Dict[str, Any]:
+    """The weights' normalization expressed for this data's raw range.
+
+    ``wanted`` maps raw values in ``[0, raw_max]`` to ``(raw * scale - mean) / std``;
+    the data's own ``scale`` maps its raw values to ``[0, 1]``. Keeping that scale,
+    ``mean / (raw_max * scale)`` and ``std / (raw_max * scale)`` give the same model input.
+
+    Raises:
+      ConfigError: when the channel counts differ.
+    """
+    unit = float(wanted.get("raw_max", 255.0)) * float(wanted["scale"])
+    if len(wanted["mean"]) != len(own["mean"]):
+        raise ConfigError(f"--init-from: the weights expect {len(wanted['mean'])} input channels, "
+                          f"the data has {len(own['mean'])}")
+    out = dict(own)
+    out["mean"] = [float(m) / unit for m in wanted["mean"]]
+    out["std"] = [float(v) / unit for v in wanted["std"]]
+    return out
+
+
 def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: str) -> None:
     """Adds the test confusion matrix and a grid of test predictions to ``tensorboard/test``."""
     try:
-        import tensorboard.summary.v2  # noqa: F401
+        import tensorboard.summary.v2  # noqa: F401  (only its presence matters)
     except ImportError:
         return  # the TensorBoard callback already said so
     import numpy as np

@@ -70,3 +70,8 @@ def test_kernels_smoke() -> None:
     out = _run([str(BENCH / "kernels.py"), "--smoke"])
     assert "| conv 3x3 (stride 1, SAME)" in out and "filter grad ms" in out
     assert "Sum of a step's conv kernels" in out and "FusedBatchNormV3 ms" in out
+
+
+def test_remat_smoke() -> None:
+    out = _run([str(BENCH / "remat.py"), "--smoke"])
+    assert out.startswith("machine: ") and "| remat " in out and "remat / plain: memory for the step" in out

@@ -37,7 +37,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quantize", type=choice("--quantize", ("float16", "int8")), default=None,
                    help="TFLite only: float16 weights, or int8 (full integer, calibrated on the training split)")
     p.add_argument("--output", default=None, help="output directory (default RUN_DIR/export/<format>)")
-    p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")
+    p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best",
+                   help="which checkpoint: best (by validation) or latest [default: best]")
+    p.add_argument("--weights", type=choice("--weights", ("live", "ema")), default="live",
+                   help="the trained weights, or their moving average for a run trained with --ema [default: live]")
     p.add_argument("--opset", type=positive_int("--opset"), default=17, help="ONNX opset (default 17)")
     p.add_argument("--version", dest="serving_version", type=positive_int("--version"), default=None,
                    help="SavedModel only: write OUTPUT/<version>/ (TF Serving's layout; default: the next integer)")
@@ -64,7 +67,7 @@ def handlers() -> Dict[str, Callable[[argparse.Namespace], int]]:
 
 def _export(args: argparse.Namespace) -> int:
     export_run(args.run_dir, args.format, output=args.output, quantize=args.quantize, which=args.checkpoint, opset=args.opset,
-               version=args.serving_version)
+               version=args.serving_version, weights=args.weights)
     return 0
 
 

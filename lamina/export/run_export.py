@@ -34,6 +34,7 @@ def export_run(
     opset: int = 17,
     verbose: bool = True,
     version: Optional[int] = None,
+    weights: str = "live",
 ) -> str:
     """Exports a run directory's model, checked on real test examples when the data loads.
 
@@ -46,6 +47,8 @@ def export_run(
         export goes to ``output/<version>/``.
       quantize: TFLite only: ``None``, ``"float16"`` or ``"int8"``.
       which: ``"best"`` or ``"latest"`` checkpoint.
+      weights: ``"live"`` (the trained weights) or ``"ema"`` (their moving
+        average, for a run trained with ``--ema``).
       opset: ONNX opset.
       verbose: print progress and the measured difference.
       version: SavedModel only: the version folder (a positive integer;
@@ -70,8 +73,9 @@ def export_run(
     if version is not None and fmt != "savedmodel":
         raise ValueError(f"lamina export: --version applies to --format savedmodel only (TF Serving's layout), got --format {fmt}")
     say = printer(verbose)
-    model, record = load_run(run_dir, which)
+    model, record = load_run(run_dir, which, weights=weights)
     config = record.to_json()
+    say(f"exporting the {which} checkpoint of {run_dir}" + (" (its weight average)" if weights == "ema" else ""))
     preprocessing = run_preprocessing(config)
     ds, reason = _load_data(config)
     sample = None

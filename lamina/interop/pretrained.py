@@ -62,6 +62,8 @@ class LoadReport:
       head_loaded: whether the checkpoint's classifier head was loaded.
       notes: one-line remarks for the user (``"dropped the checkpoint's head fc (1000 classes); the new head has 10"``).
       preprocessing: the input preprocessing the weights expect (see :data:`lamina.interop.PREPROCESSING`), or ``None``.
+      built_for: with :func:`init_from`, the source whose constructor options built the model
+        (``lm.interop.create_model(arch, built_for)`` rebuilds it).
     """
 
     path: str
@@ -74,6 +76,7 @@ class LoadReport:
     head_loaded: bool
     notes: List[str]
     preprocessing: Optional[Dict[str, Any]]
+    built_for: Optional[str] = None  # set by init_from: the source whose options built the model
 
     def summary(self) -> str:
         """One line: what was loaded from where, and what was left out."""
@@ -500,4 +503,5 @@ def init_from(path: str, arch: Optional[str] = None, num_classes: int = 1000, so
         raise ValueError(f"{path}: give the architecture (arch=, e.g. 'resnet50' or 'vit_b_16')")
     model = create_model(arch, detected, num_classes=num_classes, **options)
     report = load_pretrained(model, path, source=load_source, head="auto", arch=arch)
+    report.built_for = detected
     return model, report

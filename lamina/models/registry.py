@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ["create_model", "model_names", "register_model"]
 
@@ -32,17 +32,29 @@ def _ensure_defaults() -> None:
 
     register_model("convnet", lambda num_classes, **kw: convnet.ConvNet(num_classes, **kw))
     register_model("mlp", lambda num_classes, **kw: mlp.MLP(kw.pop("hidden_sizes", (256, 128)), num_classes, **kw))
-    register_model("resnet18", lambda num_classes, **kw: resnet.resnet18(num_classes, **kw))
-    register_model("resnet34", lambda num_classes, **kw: resnet.resnet34(num_classes, **kw))
-    register_model("resnet50", lambda num_classes, **kw: resnet.resnet50(num_classes, **kw))
-    register_model("resnet101", lambda num_classes, **kw: resnet.resnet101(num_classes, **kw))
-    register_model("resnet152", lambda num_classes, **kw: resnet.resnet152(num_classes, **kw))
+    def pretrained_ready(arch: str, plain: Any) -> Callable[..., Any]:
+        # ``source=`` builds the architecture as that checkpoint source's weights need it
+        # (lm.interop.create_model: ImageNet stem, v1/v1.5, biases, norm eps), so a run
+        # fine-tuned from torchvision/timm/Keras/HF weights can be rebuilt from its config.json.
+        def factory(num_classes: int, source: Optional[str] = None, **kw: Any) -> Any:
+            if source is None and plain is not None:
+                return plain(num_classes, **kw)
+            from lamina.interop import create_model as interop_model
+
+            return interop_model(arch, source or "torchvision", num_classes=num_classes, **kw)
+
+        return factory
+
+    for depth in (18, 34, 50, 101, 152):
+        register_model(f"resnet{depth}", pretrained_ready(f"resnet{depth}", getattr(resnet, f"resnet{depth}")))
     try:
         from lamina.models import transformer
     except ImportError:  # pragma: no cover - sequence models not present
         return
     if hasattr(transformer, "ViT"):
         register_model("vit", lambda num_classes, image_size=None, **kw: transformer.ViT(num_classes, image_size=image_size, **kw))
+    for arch in ("vit_b_16", "vit_b_32", "vit_l_16"):
+        register_model(arch, pretrained_ready(arch, None))
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> Any:

@@ -24,7 +24,7 @@ import tensorflow as tf
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
 __all__ = ["RunDirError", "CONFIG_NAME", "RESUMABLE_OPTIONS", "write_record", "read_record", "read_config",
-           "check_compatible", "load_run", "checkpoint_path", "default_run_dir"]
+           "check_compatible", "has_checkpoint", "load_run", "checkpoint_path", "default_run_dir"]
 
 CONFIG_NAME = "config.json"
 
@@ -106,7 +106,8 @@ def read_record(run_dir: str) -> RunRecord:
         raise RunDirError(str(e)) from None
 
 
-def _has_checkpoint(run_dir: str) -> bool:
+def has_checkpoint(run_dir: str) -> bool:
+    """Whether ``run_dir/checkpoints`` holds at least one checkpoint (something a new run would overwrite)."""
     folder = os.path.join(run_dir, "checkpoints")
     return os.path.isdir(folder) and any(n.endswith(".index") for n in os.listdir(folder))
 
@@ -144,7 +145,7 @@ def check_compatible(run_dir: str, record: RunRecord) -> None:
         if os.path.isdir(os.path.join(run_dir, "checkpoints")):
             raise RunDirError(f"{run_dir!r} holds checkpoints but no {CONFIG_NAME}; use another --run-dir")
         return
-    if not _has_checkpoint(run_dir):
+    if not has_checkpoint(run_dir):
         return
     old = read_config(run_dir)
     new = record.to_json()
