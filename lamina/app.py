@@ -281,7 +281,9 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     import lamina as lm
     from lamina import data as ld
     from lamina.models.registry import create_model
-    from lamina.train.run import check_compatible, default_run_dir, write_record
+    import tensorflow as tf
+
+    from lamina.train.run import check_compatible, checkpoint_info, default_run_dir, write_record
 
     config = config.replace(model=resolve_model(config.model))
     say: Callable[..., None] = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -372,7 +374,17 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     if "test" in dataset.splits:
         with scope():  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
-        test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
+        test_batches = dataset.batches("test", 256, shuffle=False)
+        # The test numbers reported are those of the checkpoint that evaluate/export/predict use by
+        # default (best/); the last epoch's weights are reported beside them.
+        final = trainer.evaluate(test_batches)
+        results.update({f"final_test_{k}": v for k, v in final.items()})
+        best = trainer.manager("best").latest_good()
+        results["checkpoint"] = checkpoint_info(best, "best") if best else {"which": "latest", "epoch": len(history)}
+        if best:
+            parts = {"model": model, **({"ema": trainer.ema} if trainer.ema is not None else {})}
+            tf.train.Checkpoint(**parts).restore(best).expect_partial()
+        test = trainer.evaluate(test_batches, extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})
         matrix = confusion.result().numpy()
         results["confusion_matrix"] = matrix.tolist()

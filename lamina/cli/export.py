@@ -75,9 +75,9 @@ def _predict(args: argparse.Namespace) -> int:
     from lamina.export.predict import format_table, load_predictor, predict_files, results_json
 
     predictor = load_predictor(args.model_path, args.checkpoint)
-    for note in predictor.notes:
-        print(f"lamina: note: {note}", file=sys.stderr)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    for note in predictor.notes:  # after the work: a failure stays one line
+        print(f"lamina: note: {note}", file=sys.stderr)
     for r in results:
         if r["notes"]:
             print(f"lamina: note: {r['image']}: {'; '.join(r['notes'])}", file=sys.stderr)

@@ -64,7 +64,7 @@ def export_run(
     from lamina.export.onnx import onnx
     from lamina.export.saved_model import ExportError, printer, run_preprocessing, saved_model
     from lamina.export.tflite import tflite
-    from lamina.train.run import load_run
+    from lamina.train.run import checkpoint_info, checkpoint_path, describe_checkpoint, load_run
 
     if fmt not in FORMATS:
         raise ValueError(f"lamina export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -75,7 +75,9 @@ def export_run(
     say = printer(verbose)
     model, record = load_run(run_dir, which, weights=weights)
     config = record.to_json()
-    say(f"exporting the {which} checkpoint of {run_dir}" + (" (its weight average)" if weights == "ema" else ""))
+    info = checkpoint_info(checkpoint_path(run_dir, which), which)
+    info["weights"] = weights
+    say(f"exporting the {describe_checkpoint(info)} of {run_dir}" + (" (its weight average)" if weights == "ema" else ""))
     preprocessing = run_preprocessing(config)
     ds, reason = _load_data(config)
     sample = None
@@ -91,7 +93,7 @@ def export_run(
     if output is None:
         output = os.path.join(run_dir, "export", fmt + (f"-{quantize}" if quantize else ""))
     common = dict(input_shape=config["input_shape"], preprocessing=preprocessing,
-                  class_names=config.get("class_names"), sample=sample, source_run=run_dir, verbose=verbose)
+                  class_names=config.get("class_names"), sample=sample, source_run=run_dir, source_checkpoint=info, verbose=verbose)
     if fmt == "savedmodel":
         path = saved_model(model, output, version=version if version is not None else "next", **common)
     elif fmt == "onnx":

@@ -24,7 +24,7 @@ import tensorflow as tf
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
 __all__ = ["RunDirError", "CONFIG_NAME", "RESUMABLE_OPTIONS", "write_record", "read_record", "read_config",
-           "check_compatible", "has_checkpoint", "load_run", "checkpoint_path", "default_run_dir"]
+           "check_compatible", "has_checkpoint", "load_run", "checkpoint_info", "describe_checkpoint", "checkpoint_path", "default_run_dir"]
 
 CONFIG_NAME = "config.json"
 
@@ -201,6 +201,37 @@ def checkpoint_path(run_dir: str, which: str = "best") -> str:
             if path:
                 return path
     raise RunDirError(f"run directory {run_dir!r} has no checkpoint yet")
+
+
+def checkpoint_info(path: str, which: str = "best") -> Dict[str, Any]:
+    """What a run's checkpoint holds: its epoch, step and (for ``best``) the monitored value.
+
+    Args:
+      path: a checkpoint prefix written by the Trainer.
+      which: ``"best"`` or ``"latest"``, recorded as given.
+
+    Returns:
+      ``{"which", "path", "epoch", "step"}`` and ``"value"`` when the best
+      score is stored (``None`` for what the checkpoint does not hold).
+    """
+    info: Dict[str, Any] = {"which": which, "path": path, "epoch": None, "step": None}
+    try:
+        reader = tf.train.load_checkpoint(path)
+        names = reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return info
+    for key, name in (("epoch", "epoch/.ATTRIBUTES/VARIABLE_VALUE"), ("step", "step/.ATTRIBUTES/VARIABLE_VALUE"),
+                      ("value", "callbacks/best_checkpoint/best_value/.ATTRIBUTES/VARIABLE_VALUE")):
+        if name in names:
+            value = reader.get_tensor(name)
+            info[key] = float(value) if key == "value" else int(value)
+    return info
+
+
+def describe_checkpoint(info: Dict[str, Any]) -> str:
+    """``"best checkpoint (epoch 15, step 615)"`` from :func:`checkpoint_info`."""
+    where = ", ".join(f"{k} {info[k]}" for k in ("epoch", "step") if info.get(k) is not None)
+    return f"{info['which']} checkpoint" + (f" ({where})" if where else "")
 
 
 def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[Any, RunRecord]:

@@ -37,6 +37,7 @@ from lamina.module import call_with_training
 from lamina.random import set_seed
 from lamina.train import callbacks as cb
 from lamina.train import distribute as distribute_lib
+from lamina.train.callbacks.best_checkpoint import default_tie_break
 from lamina.train.data_source import epoch_data, eval_data
 from lamina.train.log_means import LogMeans
 from lamina.train.loss_scale import LossScale
@@ -132,7 +133,9 @@ class Trainer:
       run_dir: folder for checkpoints, logs and plots (``None``: none written).
       checkpoint_every: also checkpoint every N steps (besides each epoch end).
       keep_checkpoints: how many recent checkpoints to keep.
-      monitor: the epoch log deciding the best checkpoint and early stopping.
+      monitor: the epoch log deciding the best checkpoint and early stopping;
+        ties of an accuracy-like monitor go to the epoch with the lower
+        ``val_loss`` (``loss``).
       monitor_mode: ``"max"`` or ``"min"``.
       patience: stop after this many epochs without improvement (``None``: never).
       quiet: print nothing.
@@ -438,7 +441,7 @@ class Trainer:
                 self.ema = WeightEMA(self.model, self.ema_decay)
         self._ckpt = None  # the checkpoint picks up what was just created
 
-    def _prepare(self, sample_batch: Any) -> None:
+    def _prepare(self, sample_batch: Any, for_training: bool = True) -> None:
         """Builds what the step needs from a first batch, then makes the step function.
 
         The default step builds the model on the batch's inputs; an overridden
@@ -464,9 +467,9 @@ class Trainer:
             self.build(None)
         else:
             self.build(self.unpack(batch)[0])
-        self._compile(sample_batch)
+        self._compile(sample_batch, trace=for_training)
 
-    def _compile(self, sample_batch: Any = None) -> None:
+    def _compile(self, sample_batch: Any = None, trace: bool = True) -> None:
         if self._train_fn is not None:
             return
         signature = None
@@ -479,7 +482,7 @@ class Trainer:
             signature = [tf.nest.map_structure(spec, sample_batch)]
         self._train_fn = tf.function(lambda batch: self._step_graph(batch, True), jit_compile=self.jit_compile,
                                      reduce_retracing=True, input_signature=signature, autograph=self.autograph)
-        if signature is not None:
+        if signature is not None and trace:
             # Trace now, before any restore: whatever the step creates (optimizer slots, gradient
             # accumulators, lazily built layers) exists when the checkpoint is read back.
             self._train_concrete = self._train_fn.get_concrete_function()
@@ -599,7 +602,8 @@ class Trainer:
             out += [cb.MetricsLog()]
             if self.tensorboard:
                 out.append(cb.TensorBoard())
-            out += [cb.BestCheckpoint(self.monitor, self.monitor_mode), cb.Checkpointing(self.checkpoint_every),
+            out += [cb.BestCheckpoint(self.monitor, self.monitor_mode, default_tie_break(self.monitor)),
+                    cb.Checkpointing(self.checkpoint_every),
                     cb.HistoryPlot(monitor=self.monitor, mode=self.monitor_mode)]
         if not self.quiet:
             out.append(cb.ProgressBar(self.log_every))
@@ -741,7 +745,7 @@ class Trainer:
             for batch in batches:
                 if key not in self._eval_fns:
                     if self._train_fn is None:
-                        self._prepare(batch)
+                        self._prepare(batch, for_training=False)
                     self._eval_fns[key] = tf.function(lambda b: self._step_graph(b, False), reduce_retracing=True,
                                                       autograph=self.autograph)
                 self._metrics_now = metrics
