@@ -105,23 +105,8 @@ def _train(strategy, precision, files, request):
     return run
 
 
-# lamina/app.py (lead-owned) enters one strategy.scope() object twice; the issue is in the report.
-SCOPE_TWICE = (
-    "lamina/app.py::train_run enters the same strategy.scope() object twice (to create the model, then the test "
-    "ConfusionMatrix): the second `with scope:` raises AttributeError: '_GeneratorContextManager' object has no "
-    "attribute 'args' after training, and leaves the scope half entered, so the next run in the process fails with "
-    "'Mixing different tf.distribute.Strategy objects'"
-)
-
-
-def _matrix():
-    for strategy in STRATEGIES:
-        for precision in PRECISIONS:
-            marks = [pytest.mark.xfail(strict=True, reason=SCOPE_TWICE)] if strategy != "default" else []
-            yield pytest.param(strategy, precision, id=f"{strategy}-{precision}", marks=marks)
-
-
-@pytest.mark.parametrize("strategy, precision", list(_matrix()))
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_train_evaluate_export_predict(strategy, precision, files, request):
     run = _train(strategy, precision, files, request)
     config = json.loads((run / "config.json").read_text())

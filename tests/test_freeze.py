@@ -144,10 +144,6 @@ def test_frozen_batchnorm_runs_in_inference_mode_like_keras():
     assert np.abs(bn.moving_mean.numpy() - mean).max() > 1e-4  # trains (and updates) again
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lamina/app.py::train_run builds the model for --freeze / --init-from on dataset.arrays('train')[0][:1], the raw "
-    "uint8 examples: 'lamina: error: Conv2D 'conv_0': expected a floating-point input, got dtype uint8' (also on the "
-    "default digits); passes with a preprocessed batch, e.g. next(iter(dataset.batches('train', 1, shuffle=False)))[0]"))
 def test_cli_freeze_backbone_trains_only_the_head(tmp_path):
     """`lamina train --freeze backbone` (lamina/app.py sets .trainable = False on every child but
     the head): two runs of 2 and 4 steps from the same seed end with the same backbone."""
