@@ -21,7 +21,7 @@ classified, all 10 classes generated; 18-31 s of training (a shared machine).
 Run::
 
     python examples/dcgan.py                       # 60 epochs, writes runs/dcgan/ (samples.png)
-    python examples/dcgan.py --epochs 1 --max-steps 3 --run-dir /tmp/dcgan   # smoke run
+    python examples/dcgan.py --epochs 1 --max-steps 3 --classifier-epochs 1 --run-dir /tmp/dcgan   # smoke run
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def gan_step_for(gen: Generator, disc: Discriminator, g_opt: Any, d_opt: Any) ->
     return gan_step
 
 
-def _classifier(seed: int) -> Any:
+def _classifier(seed: int, epochs: int = 12) -> Any:
     """A ConvNet on the real digits but the last 360 (inputs in [-1, 1], like the generator's)."""
     from sklearn.datasets import load_digits
 
@@ -134,7 +134,7 @@ def _classifier(seed: int) -> Any:
     labels = load_digits().target.astype(np.int32)
     model = lm.models.ConvNet(10)
     trainer = lm.train.Trainer(model, lm.optim.Adam(3e-3), quiet=True, seed=seed)
-    trainer.fit((load_images()[:-360], labels[:-360]), batch_size=64, epochs=12)
+    trainer.fit((load_images()[:-360], labels[:-360]), batch_size=64, epochs=epochs)
     return model
 
 
@@ -171,6 +171,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     p.add_argument("--run-dir", default=os.path.join("runs", "dcgan"))
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--samples", type=int, default=2000, help="samples scored at the end")
+    p.add_argument("--classifier-epochs", type=int, default=12, help="epochs of the scoring classifier")
     args = p.parse_args(argv)
 
     lm.set_seed(args.seed)
@@ -190,7 +191,7 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
 
     z = tf.random.stateless_normal([args.samples, LATENT], seed=[args.seed, 12345])
     samples = gen(z, training=False).numpy()
-    classifier = _classifier(args.seed)
+    classifier = _classifier(args.seed, args.classifier_epochs)
     score = digits_score(classifier, samples)
     real = digits_score(classifier, load_images()[-360:])  # held out from the classifier
     from lamina.train import summaries

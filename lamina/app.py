@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
+IMAGE_MODELS = ("convnet",)  # with resnet* and vit*: models that need (H, W, C) examples
+
 __all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
            "latest_run", "resolve_model", "apply_freeze", "init_weights"]
 
@@ -300,8 +302,20 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         raise ConfigError(f"--run-dir {run_dir!r} is a file, not a folder")
     config = config.replace(run_dir=run_dir)
     model_kwargs: Dict[str, Any] = {}
+    shape = [int(d) for d in dataset.input_shape]
     if config.model == "vit":
-        model_kwargs["image_size"] = list(dataset.input_shape[:2])
+        model_kwargs["image_size"] = shape[:2]
+    if config.model == "transformer":
+        features = 1
+        for d in shape[1:]:
+            features *= d
+        model_kwargs["sequence_shape"] = [shape[0], features]
+    if config.model in IMAGE_MODELS or config.model.startswith(("resnet", "vit")):
+        if len(shape) != 3:
+            raise ConfigError(
+                f"--model {config.model} needs images (height, width, channels); {config.data!r} has examples of "
+                f"shape {tuple(shape)}: use --model mlp (or --model transformer) for such data"
+            )
     from lamina.train.run import has_checkpoint, read_record
 
     fresh = not has_checkpoint(run_dir)
@@ -329,12 +343,20 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         model = pretrained[0] if pretrained else create_model(config.model, dataset.num_classes, **model_kwargs)
         optimizer = make_optimizer(config, -(-steps_per_epoch // config.grad_accum))
     loss = lm.losses.SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
+    extra_callbacks: List[Any] = []
+    mlflow_logger = None
+    if config.mlflow:
+        from lamina.train.callbacks.mlflow import MLflowLogger, _mlflow
+
+        _mlflow()  # fail now, in one line, if mlflow is missing
+        mlflow_logger = MLflowLogger(config.mlflow)
+        extra_callbacks.append(mlflow_logger)
     trainer = lm.train.Trainer(
         model, optimizer, loss, metrics=["accuracy"], strategy=strategy, jit_compile=config.jit,
         precision=config.precision, grad_accum_steps=config.grad_accum, ema=config.ema, seed=config.seed,
         deterministic=config.deterministic, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, monitor="val_accuracy" if val_split else "accuracy",
-        patience=config.patience, quiet=quiet, check_numerics=config.check_numerics,
+        patience=config.patience, quiet=quiet, check_numerics=config.check_numerics, callbacks=extra_callbacks,
     )
     record.precision_resolved = trainer.precision.name
     if pretrained:
@@ -392,6 +414,8 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
             from lamina.train.plots import plot_confusion
 
             plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
+            if mlflow_logger is not None:
+                mlflow_logger.log_file(os.path.join(run_dir, "confusion.png"))
             if trainer.tensorboard:
                 _tensorboard_test_images(trainer, dataset, matrix, run_dir)
     results["total_time_s"] = round(time.perf_counter() - t_start, 2)

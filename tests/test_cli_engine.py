@@ -101,3 +101,34 @@ def test_init_from_a_run_drops_a_head_of_another_size(tmp_path, capsys):
     src, _ = load_run(source, "latest")
     w = src.get_weights()
     assert "blocks/0/convs/0/weights" in w
+
+
+def test_vit_training_writes_nothing_to_stderr(tmp_path, capfd):
+    # tf.tile's gradient used to make oneDNN print "supports DT_INT32 only on platforms with AVX-512"
+    assert main(["train", "--model", "vit", "--run-dir", str(tmp_path / "vit")] + FAST) == 0
+    assert capfd.readouterr().err == ""
+
+
+def test_tabular_data_with_an_image_model_suggests_mlp_and_the_transformer_reads_sequences(tmp_path, capsys):
+    rows = ["a,b,c,d,label"] + [f"{i % 7},{i % 3},{i % 5},{i % 2},{i % 3}" for i in range(60)]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(tmp_path / "table.csv"), "--run-dir", str(tmp_path / "a")] + FAST) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"lamina: error: --model convnet needs images (height, width, channels); '{tmp_path / 'table.csv'}' has "
+        "examples of shape (4,): use --model mlp (or --model transformer) for such data")
+    assert main(["train", "--data", str(tmp_path / "table.csv"), "--model", "mlp", "--run-dir", str(tmp_path / "a")]
+                + FAST) == 0
+    assert main(["train", "--model", "transformer", "--run-dir", str(tmp_path / "t")] + FAST) == 0  # digits rows
+    from lamina.train.run import load_run
+
+    model, record = load_run(str(tmp_path / "t"), "latest")
+    assert record.model_kwargs == {"sequence_shape": [8, 8]}
+    assert model(tf.zeros([2, 8, 8, 1])).shape == (2, 10)
+
+
+def test_sequential_given_layers_as_arguments_says_to_pass_a_list():
+    import lamina as lm
+
+    with pytest.raises(TypeError, match=r"Sequential: takes one list of layers, Sequential\(\[a, b, ...\]\); got a "
+                                        r"Linear as its second argument"):
+        lm.Sequential(lm.Linear(2), lm.Linear(3))

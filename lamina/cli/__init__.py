@@ -120,6 +120,10 @@ def _report(e: BaseException) -> int:
         text = re.sub(r"\s*\[Op:[^\]]*\]", "", re.sub(r"\{\{[^}]*\}\}", "", str(getattr(e, "message", "") or e)))
         print(f"lamina: error: corrupt or truncated file: {' '.join(text.split())}", file=sys.stderr)
         return 2
+    if isinstance(e, ImportError) and "pip install" in str(e):
+        # An optional package is missing; lamina's message says what to install.
+        print(f"lamina: error: {message}", file=sys.stderr)
+        return 2
     if isinstance(e, user_errors):
         print(f"lamina: error: {message}", file=sys.stderr)
         return 2

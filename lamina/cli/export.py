@@ -49,7 +49,8 @@ def add_parsers(sub: Any) -> None:
                        description="Print the top-k classes and probabilities of each image.")
     q.add_argument("model_path", help="a run directory, an export directory, or a SavedModel base folder (highest version)")
     q.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF) or folders of them")
-    q.add_argument("--top-k", dest="top_k", type=positive_int("--top-k"), default=3)
+    q.add_argument("--top-k", dest="top_k", type=positive_int("--top-k"), default=3,
+                   help="how many classes to show per image (at most the number of classes) [default: 3]")
     q.add_argument("--json", action="store_true", help="print one JSON object per image")
     q.add_argument("--batch-size", dest="batch_size", type=positive_int("--batch-size"), default=64)
     q.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")

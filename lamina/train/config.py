@@ -88,6 +88,9 @@ class RunConfig:
                                     "(a head of another size is dropped with a note)")
     freeze: Optional[str] = _opt(None, lambda n: optional(string(n)),
                                  "freeze 'backbone' (everything but the head) or comma-separated module paths")
+    mlflow: Optional[str] = _opt(None, lambda n: optional(string(n)),
+                                 "log parameters, metrics, plots and the model to MLflow: a tracking URI, or "
+                                 "'local' for ./mlruns (pip install 'lamina[mlflow]')")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

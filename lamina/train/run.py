@@ -32,7 +32,7 @@ CONFIG_NAME = "config.json"
 _IDENTITY_KEYS = ("model", "model_kwargs", "num_classes", "input_shape")
 # ...and every option, except these, which a resumed run may change.
 RESUMABLE_OPTIONS = ("epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "patience", "check_numerics",
-                     "strategy", "jit", "run_dir")
+                     "strategy", "jit", "mlflow", "run_dir")
 
 
 class RunDirError(ValueError):

@@ -72,5 +72,4 @@ class Checkpointing(Callback):
             path = self.trainer.save()
         except CheckpointError as e:
             return f"no checkpoint saved: {e}"
-        self.trainer.log(f"interrupted at step {int(self.trainer.step.numpy())}: checkpoint saved in {self.trainer.run_dir}")
-        return f"checkpoint saved: {path}"
+        return f"checkpoint saved: {path}"  # the one message: KeyboardInterrupt carries it
