@@ -139,7 +139,7 @@ class MultiHeadAttention(Module):
       output_size: output features (default: the query's features).
       dropout: dropout rate on the attention weights while training.
       use_bias: biases in the four projections.
-      w_init: weight initializer of the projections (default LeCun normal).
+      w_init: weight initializer of the projections (default Glorot uniform, as ``Linear``).
       name: module name.
 
     Raises:

@@ -24,8 +24,8 @@ class Linear(Module):
       num_units: number of output features (> 0).
       use_bias: add a bias.
       activation: ``None``, a name (``"relu"``) or a callable.
-      w_init: weight initializer (default: LeCun truncated normal, ``1/fan_in`` variance).
-      b_init: bias initializer (default: zeros).
+      w_init: weight initializer (default: Glorot uniform, ``initializers.default_weights("kernel")``).
+      b_init: bias initializer (default: zeros, ``initializers.default_bias()``).
       dtype: the variables' dtype.
       name: module name.
 
@@ -48,8 +48,8 @@ class Linear(Module):
         self.num_units = positive_int(num_units, "num_units", owner)
         self.use_bias = bool(use_bias)
         self.activation = get_activation(activation, owner)
-        self.w_init = initializers.get(w_init, initializers.LecunNormal())
-        self.b_init = initializers.get(b_init, initializers.Zeros())
+        self.w_init = initializers.get(w_init, initializers.default_weights("kernel"))
+        self.b_init = initializers.get(b_init, initializers.default_bias())
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(min_rank=2)
 

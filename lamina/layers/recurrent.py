@@ -103,9 +103,9 @@ class _GatedCore(RNNCore):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "hidden_size", self.describe())
         self.output_size = self.hidden_size
-        self.w_init = initializers.get(w_init, initializers.GlorotUniform())
-        self.recurrent_init = initializers.get(recurrent_init, initializers.Orthogonal())
-        self.b_init = initializers.get(b_init, initializers.Zeros())
+        self.w_init = initializers.get(w_init, initializers.default_weights("kernel"))
+        self.recurrent_init = initializers.get(recurrent_init, initializers.default_weights("recurrent"))
+        self.b_init = initializers.get(b_init, initializers.default_bias())
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(rank=2)
 
