@@ -253,6 +253,9 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
               strategy: Any = None) -> TrainResult:
     """Trains a model as ``lamina train`` does: data, model, Trainer, test evaluation, artifacts.
 
+    The run directory is locked while this runs (:func:`lamina.train.run.run_lock`):
+    a second ``train_run`` on it, in this process or another, is refused.
+
     Args:
       config: the run configuration.
       resume: with no ``run_dir``, continue the newest run of this model and data under ``runs/``.
@@ -264,9 +267,15 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
 
     Raises:
       ConfigError: for an unusable configuration.
-      RunDirError: for a run directory holding another run.
+      RunDirError: for a run directory holding another run, or in use by another process.
       DataError / TrainingError / CheckpointError: from the data, the training or the checkpoints.
     """
+    with contextlib.ExitStack() as held:
+        return _train_run(config, resume=resume, quiet=quiet, strategy=strategy, held=held)
+
+
+def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
+               held: contextlib.ExitStack) -> TrainResult:
     t_start = time.perf_counter()
     if config.strategy == "multiworker" and config.run_dir is None:
         raise ConfigError("--strategy multiworker needs --run-dir (the same folder for every worker)")
@@ -297,6 +306,12 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--run-dir {run_dir!r} is a file, not a folder")
     config = config.replace(run_dir=run_dir)
+    from lamina.train.run import run_lock
+
+    held.enter_context(run_lock(run_dir, strategy))  # released however train_run ends
+    from lamina.fileio import remove_stale_temporaries
+
+    remove_stale_temporaries(run_dir)  # what a killed run left half-written (we hold the lock)
     model_kwargs: Dict[str, Any] = {}
     if config.model == "vit":
         model_kwargs["image_size"] = list(dataset.input_shape[:2])
@@ -367,7 +382,7 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     if not trained and not fresh:
         say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
     results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
-    if "test" in dataset.splits:
+    if dataset.splits.get("test"):  # an empty test split has no accuracy (not "0.00%")
         with scope:  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
         test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
@@ -382,7 +397,9 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
                 _tensorboard_test_images(trainer, dataset, matrix, run_dir)
     results["total_time_s"] = round(time.perf_counter() - t_start, 2)
     if trainer.is_chief:
-        _write_json_atomic(os.path.join(run_dir, "results.json"), results)
+        from lamina.fileio import atomic_write_json
+
+        atomic_write_json(os.path.join(run_dir, "results.json"), results)
     return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
 
 
@@ -462,16 +479,6 @@ def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: s
     writer.close()
 
 
-def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:
-    """Writes JSON by temporary file + fsync + rename (never through a symlink left at ``path``)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", which: str = "best",
                  batch_size: int = 256) -> EvalResult:
     """Evaluates a run's checkpoint on a split of its data (or of another source).
@@ -494,9 +501,9 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
 
     import lamina as lm
     from lamina import data as ld
-    from lamina.train.run import checkpoint_path, load_run
+    from lamina.train.run import load_run_checkpoint
 
-    model, record = load_run(run_dir, which)
+    model, record, used = load_run_checkpoint(run_dir, which)
     cfg = record.config
     source = data or cfg.data
     dataset = ld.load(source, image_size=tuple(cfg.image_size) if cfg.image_size else None,
@@ -506,13 +513,15 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
                           f"the model expects {tuple(record.input_shape)}")
     if dataset.num_classes != record.num_classes:
         raise ConfigError(f"data {source!r} has {dataset.num_classes} classes, the model has {record.num_classes}")
+    if split in dataset.splits and not dataset.splits[split]:
+        raise ConfigError(f"data {source!r}: the {split!r} split is empty (0 examples); nothing to evaluate")
     trainer = lm.train.Trainer(model, optimizer=None, loss=lm.losses.SoftmaxCrossEntropy(), metrics=["accuracy"], quiet=True)
     confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
     result = trainer.evaluate(dataset.batches(split, batch_size, shuffle=False), extra_metrics=[confusion])
     names = list(record.class_names) or [str(i) for i in range(dataset.num_classes)]
     return EvalResult(split=split, loss=result["loss"], accuracy=result["accuracy"],
                       confusion=confusion.result().numpy().astype(np.int64), class_names=names,
-                      checkpoint=checkpoint_path(run_dir, which))
+                      checkpoint=used)
 
 
 def summarize(model_name: str, input_shape: Tuple[int, ...], num_classes: int = 10) -> Any:
