@@ -140,6 +140,45 @@ def _no_checkpoint_run(tmp, run):
     return str(d)
 
 
+_HELD = []  # locks held by a "run dir in use" case until the end of the session
+
+
+def _resume_other_batch(tmp, run):
+    return ["train", "--run-dir", _copy_run(run, tmp), "--epochs", "1", "--max-steps", "3", "--batch-size", "64",
+            "--quiet"]
+
+
+def _run_in_use(tmp, run):
+    from lamina.train.lock import RunLock
+
+    run = _copy_run(run, tmp)
+    _HELD.append(RunLock(run).acquire())  # as another process would
+    return ["train", "--run-dir", run, "--epochs", "1", "--max-steps", "3", "--batch-size", "32", "--quiet"]
+
+
+def _config_link_outside(tmp, run):
+    run = _copy_run(run, tmp)
+    shutil.move(os.path.join(run, "config.json"), tmp / "elsewhere.json")
+    os.symlink(tmp / "elsewhere.json", os.path.join(run, "config.json"))
+    return ["evaluate", run]
+
+
+def _export_file_outside(tmp, run):
+    (tmp / "secret.txt").write_text("secret")
+    folder = tmp / "a" / "export"
+    folder.mkdir(parents=True)
+    (folder / "lamina_export.json").write_text(json.dumps({
+        "format": "tflite", "file": "../../secret.txt", "input_shape": [6, 6, 1], "class_names": ["a", "b"],
+        "preprocessing": {"scale": 1.0, "mean": [0.0], "std": [1.0]}}))
+    _png(tmp / "x.png")
+    return ["predict", str(folder), str(tmp / "x.png")]
+
+
+def _fifo_data(tmp, run):
+    os.mkfifo(tmp / "pipe.npz")
+    return ["train", "--data", str(tmp / "pipe.npz"), "--run-dir", str(tmp / "r"), "--quiet"]
+
+
 CASES = [
     # command line
     ("unknown flag", lambda t, r: ["train", "--epochz", "3"], "unrecognized arguments: --epochz"),
@@ -182,10 +221,24 @@ CASES = [
     ("npz with negative labels", s_data(lambda t: _npz(t / "neg.npz", y_train=-np.ones(40, np.int64))), "labels must be >= 0"),
     ("unreadable image", s_data(lambda t: _image_folder(t, corrupt=True)), "broken.png: corrupt or unreadable image"),
     ("empty image folder", s_data(lambda t: (t / "empty").mkdir() or str(t / "empty")), "empty folder"),
+    ("npz with a label past 2**31", s_data(lambda t: _npz(t / "big.npz", y_train=np.r_[np.arange(39) % 4, 2**32 + 1])),
+     "big.npz [y_train]: label 4294967297 is out of range [0, 2**31) for a class id"),
+    ("npz with an absurd label", s_data(lambda t: _npz(t / "absurd.npz", y_train=np.r_[np.arange(39) % 4, 10**9])),
+     "absurd.npz [y_train]: label 1000000000 implies 1,000,000,001 classes, more than 100,000"),
+    ("FIFO named like data", _fifo_data, "pipe.npz: is a FIFO, not a regular file; refusing to read it"),
+    ("absurd image size", lambda t, r: ["train", "--image-size", "100000,100000"],
+     "image_size must be at most 16384 pixels a side, got (100000, 100000)"),
+    ("image size past memory", lambda t, r: ["train", "--image-size", "16000,16000"],
+     "resizing 1437 images to 16000x16000 needs"),
     # run directories and checkpoints
     ("run dir of another model", _foreign_run, "holds a different run (model: 'mlp' there, 'convnet' now)"),
     ("checkpoints without config", _checkpoints_without_config, "holds checkpoints but no config.json"),
     ("run dir is a file", _run_dir_is_a_file, "is a file, not a folder"),
+    ("resume with another option", _resume_other_batch, "with --batch-size 64: it was trained with 32 (only --epochs,"),
+    ("run dir in use", _run_in_use, f"is in use by another lamina train (pid {os.getpid()} on "),
+    ("config.json leads outside", _config_link_outside, "outside the run directory; refusing to read it"),
+    ("export metadata names a file outside", _export_file_outside,
+     "lamina_export.json names '../../secret.txt', which leads outside the folder; refusing to read it"),
     ("resume from a corrupt checkpoint", lambda t, r: ["train", "--run-dir", _corrupt_latest(t, r), "--quiet"],
      "no intact checkpoint: ckpt-3 is corrupt (ckpt-3.data-00000-of-00001 does not match its SHA-256 checksum)"),
     ("evaluate: missing run dir", lambda t, r: ["evaluate", str(t / "nope")], "does not exist"),

@@ -406,12 +406,27 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
     if weights == "ema" and record.config.ema is None:
         raise RunDirError(f"run directory {run_dir!r} was trained without --ema: it has no weight average")
     source = os.path.join(run_dir, CONFIG_NAME)
-    try:
-        model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
-        model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
-    except (TypeError, ValueError, KeyError, tf.errors.InvalidArgumentError) as e:
-        raise RunDirError(f"{source}: cannot build model {record.config.model!r} with input shape "
-                          f"{tuple(record.input_shape)} and {record.model_kwargs}: {' '.join(str(e).split())[:200]}") from None
+
+    def build() -> Any:
+        try:
+            built = create_model(record.config.model, record.num_classes, **record.model_kwargs)
+            built(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+        except (TypeError, ValueError, KeyError, tf.errors.InvalidArgumentError) as e:
+            raise RunDirError(f"{source}: cannot build model {record.config.model!r} with input shape "
+                              f"{tuple(record.input_shape)} and {record.model_kwargs}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+        return built
+
+    # First in a throw-away graph, where variables take no memory: a config.json edited to
+    # describe a bigger model than its checkpoint holds must not allocate it.
+    with tf.Graph().as_default():
+        wanted = sum(math.prod(v.shape.as_list()) for v in build().variables)
+    path = checkpoint_path(run_dir, which)
+    saved = _model_values(path)
+    if saved is not None and wanted > saved:
+        raise RunDirError(f"{source} describes a model of {wanted:,} values, but its checkpoint holds {saved:,}: "
+                          "they do not match (edited config.json?)")
+    model = build()
     parts: Dict[str, Any] = {"model": model}
     ema = None
     if weights == "ema":
@@ -419,7 +434,8 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
 
         ema = parts["ema"] = WeightEMA(model, record.config.ema)
     for attempt in range(4):
-        path = checkpoint_path(run_dir, which)
+        if attempt:
+            path = checkpoint_path(run_dir, which)
         try:
             status = tf.train.Checkpoint(**parts).restore(path)
             status.expect_partial().assert_existing_objects_matched()
@@ -435,6 +451,15 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
     if ema is not None:
         ema.copy_to()
     return model, record, path
+
+
+def _model_values(path: str) -> Optional[int]:
+    """How many values a checkpoint holds for its ``model/`` variables (``None`` if it cannot be read)."""
+    try:
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return None
+    return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith("model/"))
 
 
 def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[Any, RunRecord]:
