@@ -91,11 +91,9 @@ def main(
     """
     lm.set_seed(seed)
     x_train, y_train, x_test, y_test = load_digit_sequences(seed=seed)
-    train = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-    )
+    # Validation comes out of the training split (the last 10 %); the test split is only used once, at the end.
+    cut = int(len(x_train) * 0.9)
+    x_train, y_train, x_val, y_val = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(256)
     model = build_model(hidden_size)
     trainer = Trainer(
@@ -105,9 +103,11 @@ def main(
         metrics=[metrics.Accuracy()],
         quiet=quiet,
         tensorboard=False,
+        seed=seed,
     )
     start = time.perf_counter()
-    trainer.fit(train, validation=test, epochs=epochs, max_steps=max_steps)
+    trainer.fit((x_train, y_train), batch_size=batch_size, validation=(x_val, y_val), epochs=epochs,
+                max_steps=max_steps)
     results = trainer.evaluate(test)
     if not quiet:
         print(f"test accuracy {results['accuracy']:.4f}  (trained in {time.perf_counter() - start:.1f}s)")

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
+IMAGE_MODELS = ("convnet",)  # with resnet* and vit*: models that need (H, W, C) examples
+
 __all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
            "latest_run", "resolve_model", "apply_freeze", "init_weights"]
 
@@ -140,7 +142,10 @@ def latest_run(model: str, data: str, root: str = "runs") -> Optional[str]:
                 cfg = json.load(f)
         except (OSError, ValueError):
             continue
-        if not isinstance(cfg, dict) or str(cfg.get("model", "")).lower() != model.lower() or cfg.get("data") != data:
+        from lamina.data.load import split_source_options
+
+        same_data = split_source_options(str(cfg.get("data", "")))[0] == split_source_options(data)[0] if isinstance(cfg, dict) else False
+        if not isinstance(cfg, dict) or str(cfg.get("model", "")).lower() != model.lower() or not same_data:
             continue
         ckpt = os.path.join(folder, "checkpoints", "checkpoint")
         found.append((os.path.getmtime(ckpt if os.path.exists(ckpt) else path), folder))
@@ -290,13 +295,15 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
     import lamina as lm
     from lamina import data as ld
     from lamina.models.registry import create_model
-    from lamina.train.run import check_compatible, default_run_dir, write_record
+    import tensorflow as tf
+
+    from lamina.train.run import check_compatible, checkpoint_info, default_run_dir, write_record
 
     config = config.replace(model=resolve_model(config.model))
     say: Callable[..., None] = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     lm.set_seed(config.seed)
     dataset = ld.load(config.data, image_size=tuple(config.image_size) if config.image_size else None,
-                      validation_split=config.val_split, seed=config.seed)
+                      validation_split=config.val_split, seed=config.seed, on_bad_file=config.on_bad_file)
     run_dir = config.run_dir
     if resume and run_dir is None:
         run_dir = latest_run(config.model, config.data)
@@ -313,8 +320,20 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
 
     remove_stale_temporaries(run_dir)  # what a killed run left half-written (we hold the lock)
     model_kwargs: Dict[str, Any] = {}
+    shape = [int(d) for d in dataset.input_shape]
     if config.model == "vit":
-        model_kwargs["image_size"] = list(dataset.input_shape[:2])
+        model_kwargs["image_size"] = shape[:2]
+    if config.model == "transformer":
+        features = 1
+        for d in shape[1:]:
+            features *= d
+        model_kwargs["sequence_shape"] = [shape[0], features]
+    if config.model in IMAGE_MODELS or config.model.startswith(("resnet", "vit")):
+        if len(shape) != 3:
+            raise ConfigError(
+                f"--model {config.model} needs images (height, width, channels); {config.data!r} has examples of "
+                f"shape {tuple(shape)}: use --model mlp (or --model transformer) for such data"
+            )
     from lamina.train.run import has_checkpoint, read_record
 
     fresh = not has_checkpoint(run_dir)
@@ -335,29 +354,39 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
     check_compatible(run_dir, record)
     steps_per_epoch = dataset.num_batches("train", config.batch_size)
     val_split = "validation" if dataset.splits.get("validation") else None
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    def scope() -> Any:  # a fresh context each time: a strategy's scope object cannot be entered twice
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
         model = pretrained[0] if pretrained else create_model(config.model, dataset.num_classes, **model_kwargs)
         optimizer = make_optimizer(config, -(-steps_per_epoch // config.grad_accum))
     loss = lm.losses.SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
+    extra_callbacks: List[Any] = []
+    mlflow_logger = None
+    if config.mlflow:
+        from lamina.train.callbacks.mlflow import MLflowLogger, _mlflow
+
+        _mlflow()  # fail now, in one line, if mlflow is missing
+        mlflow_logger = MLflowLogger(config.mlflow)
+        extra_callbacks.append(mlflow_logger)
     trainer = lm.train.Trainer(
         model, optimizer, loss, metrics=["accuracy"], strategy=strategy, jit_compile=config.jit,
         precision=config.precision, grad_accum_steps=config.grad_accum, ema=config.ema, seed=config.seed,
         deterministic=config.deterministic, run_dir=run_dir, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, monitor="val_accuracy" if val_split else "accuracy",
-        patience=config.patience, quiet=quiet, check_numerics=config.check_numerics,
+        patience=config.patience, quiet=quiet, check_numerics=config.check_numerics, callbacks=extra_callbacks,
     )
     record.precision_resolved = trainer.precision.name
     if pretrained:
         for note in pretrained[1].notes:
             say(f"note: {note}")
         say(f"note: {pretrained[1].summary()}")
+    if (fresh and config.init_from and not weights_file) or config.freeze:
+        trainer.build(dataset.normalize(dataset.sample_raw(1, "train")[0]))  # a model input, as the batches give
     if fresh and config.init_from and not weights_file:
-        trainer.build(dataset.arrays("train")[0][:1])
         for note in init_weights(model, config.init_from):
             say(f"note: {note}")
     if config.freeze:
-        trainer.build(dataset.arrays("train")[0][:1])
         say(f"frozen: {', '.join(apply_freeze(model, config.freeze))}")
     if trainer.is_chief:
         write_record(run_dir, record)
@@ -383,9 +412,19 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
         say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
     results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
     if dataset.splits.get("test"):  # an empty test split has no accuracy (not "0.00%")
-        with scope:  # a metric updated inside strategy.run lives in the strategy's scope
+        with scope():  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
-        test = trainer.evaluate(dataset.batches("test", 256, shuffle=False), extra_metrics=[confusion])
+        test_batches = dataset.batches("test", 256, shuffle=False)
+        # The test numbers reported are those of the checkpoint that evaluate/export/predict use by
+        # default (best/); the last epoch's weights are reported beside them.
+        final = trainer.evaluate(test_batches)
+        results.update({f"final_test_{k}": v for k, v in final.items()})
+        best = trainer.manager("best").latest_good()
+        results["checkpoint"] = checkpoint_info(best, "best") if best else {"which": "latest", "epoch": len(history)}
+        if best:
+            parts = {"model": model, **({"ema": trainer.ema} if trainer.ema is not None else {})}
+            tf.train.Checkpoint(**parts).restore(best).expect_partial()
+        test = trainer.evaluate(test_batches, extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})
         matrix = confusion.result().numpy()
         results["confusion_matrix"] = matrix.tolist()
@@ -393,6 +432,8 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
             from lamina.train.plots import plot_confusion
 
             plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
+            if mlflow_logger is not None:
+                mlflow_logger.log_file(os.path.join(run_dir, "confusion.png"))
             if trainer.tensorboard:
                 _tensorboard_test_images(trainer, dataset, matrix, run_dir)
     results["total_time_s"] = round(time.perf_counter() - t_start, 2)
@@ -507,7 +548,7 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
     cfg = record.config
     source = data or cfg.data
     dataset = ld.load(source, image_size=tuple(cfg.image_size) if cfg.image_size else None,
-                      validation_split=cfg.val_split, seed=cfg.seed)
+                      validation_split=cfg.val_split, seed=cfg.seed, on_bad_file=cfg.on_bad_file)
     if list(dataset.input_shape) != list(record.input_shape):
         raise ConfigError(f"data {source!r} has input shape {tuple(dataset.input_shape)}, "
                           f"the model expects {tuple(record.input_shape)}")

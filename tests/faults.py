@@ -317,12 +317,9 @@ def restore(snapshot: str, root: str) -> None:
 # --------------------------------------------------------------- the CLI
 def cli(argv: List[str]) -> Tuple[int, str, str]:
     """Runs ``lamina.cli.main`` in-process; returns ``(code, stdout, stderr)``."""
-    from lamina.cli import main
+    from conftest import run_cli
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(argv)
 
 
 def fast_process() -> None:

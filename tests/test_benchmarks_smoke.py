@@ -61,7 +61,7 @@ def test_profile_step_smoke() -> None:
     assert "## lamina on mlp" in out and "kernel (node:op)" in out
 
 
-@pytest.mark.parametrize("script", ["train_step.py", "inference.py", "startup.py", "profile_step.py"])
+@pytest.mark.parametrize("script", ["train_step.py", "inference.py", "startup.py", "profile_step.py", "data_pipeline.py"])
 def test_help(script: str) -> None:
     assert "usage" in _run([str(BENCH / script), "--help"], timeout=60).lower()
 
@@ -70,3 +70,19 @@ def test_kernels_smoke() -> None:
     out = _run([str(BENCH / "kernels.py"), "--smoke"])
     assert "| conv 3x3 (stride 1, SAME)" in out and "filter grad ms" in out
     assert "Sum of a step's conv kernels" in out and "FusedBatchNormV3 ms" in out
+
+
+def test_data_pipeline_smoke() -> None:
+    # A 60-image folder: one batch of each pipeline (lamina, its TFRecords, hand-tuned tf.data, torch DataLoader),
+    # the wait share over one step, one `lamina train` child for the peak RSS.
+    out = _run([str(BENCH / "data_pipeline.py"), "--smoke"], timeout=300)
+    assert "CPU:" in out and "| pipeline" in out
+    for name in ("lamina ", "lamina-tfrecord", "tf.data (hand-tuned)", "torch DataLoader"):
+        assert f"| {name}" in out, name
+    assert "share of step time waiting for input" in out
+    assert "| 60    | stream=1 | streaming | 0    |" in out
+
+
+def test_remat_smoke() -> None:
+    out = _run([str(BENCH / "remat.py"), "--smoke"])
+    assert out.startswith("machine: ") and "| remat " in out and "remat / plain: memory for the step" in out

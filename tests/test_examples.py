@@ -4,6 +4,7 @@ import importlib.util
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -35,3 +36,21 @@ def test_seed_tutorial_manual_loop_runs(capsys):
     tut = _load("seed_tutorial")
     tut.step_3_manual_loop(epochs=1)
     assert "manual loop epoch 1" in capsys.readouterr().out
+
+
+def test_dcgan_vae_and_char_lm_run_through_the_trainer(tmp_path, capsys):
+    """Smoke runs of the three examples of custom steps (their resume is tested in test_resume_kinds.py)."""
+    gan = _load("dcgan").main(["--epochs", "1", "--max-steps", "3", "--samples", "64", "--classifier-epochs", "1",
+                               "--run-dir", str(tmp_path / "gan")])
+    assert gan["history"] == []  # cut inside the first epoch: its position is checkpointed, no epoch record
+    assert tf.train.latest_checkpoint(str(tmp_path / "gan" / "checkpoints")).endswith("ckpt-3")
+    assert 1.0 <= gan["score"]["score"] <= 10.0 and os.path.exists(tmp_path / "gan" / "samples.png")
+    vae = _load("vae").main(["--epochs", "1", "--max-steps", "3", "--run-dir", str(tmp_path / "vae")])
+    assert vae["test"]["elbo"] == pytest.approx(vae["test"]["recon"] + vae["test"]["kl"], rel=1e-5)
+    assert os.path.exists(tmp_path / "vae" / "reconstructions.png")
+    lm_run = _load("char_lm").main(["--epochs", "1", "--max-steps", "3", "--sample-length", "8",
+                                    "--run-dir", str(tmp_path / "lm")])
+    assert lm_run["test"]["bits_per_char"] == pytest.approx(lm_run["test"]["loss"] / np.log(2), rel=1e-5)
+    assert lm_run["sample"].startswith("The ``for`` statement") and len(lm_run["sample"]) >= len("The ``for`` statement")
+    out = capsys.readouterr().out
+    assert "digits score" in out and "negative ELBO" in out and "bits per character" in out

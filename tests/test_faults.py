@@ -37,18 +37,23 @@ def _scenario(name, work, timeout=600):
         return proc, json.load(f)
 
 
+def _cases(name, work):
+    """Runs a scenario and returns its cases, none of which may have failed."""
+    proc, report = _scenario(name, work)
+    assert report is not None, proc.stderr[-3000:]
+    assert "error" not in report, report["error"]
+    failed = [c for c in report["cases"] if c["outcome"] == "FAILED"]
+    assert not failed, _table(failed)
+    return report["cases"]
+
+
 def _table(cases):
     return "\n".join(f"{c['kind']:<22} {c.get('format', ''):<10} {c['op']:<16} {c['site']:<50} {c['outcome']} "
                      f"{c.get('detail', '')}" for c in cases)
 
 
 def test_every_write_of_train_survives_a_kill_or_a_full_disk(tmp_path):
-    proc, report = _scenario("train", str(tmp_path))
-    assert report is not None, proc.stderr[-3000:]
-    assert "error" not in report, report["error"]
-    cases = report["cases"]
-    failed = [c for c in cases if c["outcome"] == "FAILED"]
-    assert not failed, _table(failed)
+    cases = _cases("train", str(tmp_path))
     ops = {(c["kind"], c["op"]) for c in cases}
     sites = {c["site"] for c in cases}
     # Every kind of write was a kill point: checkpoints (new and re-saved numbers, retention), best/,
@@ -65,12 +70,7 @@ def test_every_write_of_train_survives_a_kill_or_a_full_disk(tmp_path):
 
 
 def test_every_write_of_export_survives_a_kill_or_a_full_disk(tmp_path):
-    proc, report = _scenario("export", str(tmp_path))
-    assert report is not None, proc.stderr[-3000:]
-    assert "error" not in report, report["error"]
-    cases = report["cases"]
-    failed = [c for c in cases if c["outcome"] == "FAILED"]
-    assert not failed, _table(failed)
+    cases = _cases("export", str(tmp_path))
     for fmt in ("savedmodel", "tflite"):
         mine = [c for c in cases if c["format"] == fmt]
         assert any(c["op"] == "exchange" and c["kind"] == "kill -9" for c in mine), fmt

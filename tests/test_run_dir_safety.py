@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 import lamina as lm
+from conftest import run_cli
 from lamina.train.checkpoints import SafeCheckpointManager, latest_good_checkpoint, verify_checkpoint
 from lamina.train.run import original_config
 
@@ -28,15 +29,7 @@ REPO = os.path.dirname(HERE)
 
 
 def cli(argv):
-    import contextlib
-    import io
-
-    from lamina.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+    return run_cli([str(a) for a in argv])
 
 
 def one_error(code, err):
@@ -440,6 +433,10 @@ def test_fifos_in_data_are_refused_not_read(tmp_path, kind):
         else:
             source = where = tmp_path / f"data.{kind}"
             os.mkfifo(where)
+        if kind == "image":  # skipped with a warning (the listing sees it is not a regular file)
+            ds = lm.data.load(str(source))
+            assert sum(ds.splits.values()) == 6
+            return
         with pytest.raises(lm.data.DataError) as info:
             lm.data.load(str(source))
         assert str(info.value) == f"{where}: is a FIFO, not a regular file; refusing to read it"

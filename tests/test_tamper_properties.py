@@ -5,7 +5,6 @@ Whatever a file says, lamina answers with a result or one clear line: no
 read from outside the folder, and never a silently wrong checkpoint.
 """
 
-import contextlib
 import io
 import json
 import os
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lamina as lm
-from lamina.cli import main
+from conftest import run_cli
 from lamina.data import DataError
 from lamina.data.idx import IDX_DTYPES, read_idx
 
@@ -29,10 +28,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 
 
 def cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+    return run_cli([str(a) for a in argv])
 
 
 def assert_clean(code, err):

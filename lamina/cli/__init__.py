@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser", "CLIError", "COMMAND_MODULES"]
 
 # One module per topic, each with ``add_parsers(sub)`` and ``handlers()``; the
 # order is the order of ``lamina --help``.
-COMMAND_MODULES = ("train", "export", "convert")
+COMMAND_MODULES = ("train", "export", "convert", "data")
 
 
 def _command_modules() -> List[Any]:
@@ -119,6 +119,19 @@ def _report(e: BaseException) -> int:
 
         text = re.sub(r"\s*\[Op:[^\]]*\]", "", re.sub(r"\{\{[^}]*\}\}", "", str(getattr(e, "message", "") or e)))
         print(f"lamina: error: corrupt or truncated file: {' '.join(text.split())}", file=sys.stderr)
+        return 2
+    try:
+        from lamina.data import pipeline_error
+
+        recorded = pipeline_error(e)  # a bad file that stopped a streaming pipeline (--on-bad-file fail)
+    except ImportError:  # pragma: no cover
+        recorded = None
+    if recorded is not None:
+        print(f"lamina: error: {' '.join(str(recorded).split())}", file=sys.stderr)
+        return 2
+    if isinstance(e, ImportError) and "pip install" in str(e):
+        # An optional package is missing; lamina's message says what to install.
+        print(f"lamina: error: {message}", file=sys.stderr)
         return 2
     if isinstance(e, user_errors):
         print(f"lamina: error: {message}", file=sys.stderr)

@@ -37,7 +37,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quantize", type=choice("--quantize", ("float16", "int8")), default=None,
                    help="TFLite only: float16 weights, or int8 (full integer, calibrated on the training split)")
     p.add_argument("--output", default=None, help="output directory (default RUN_DIR/export/<format>)")
-    p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")
+    p.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best",
+                   help="which checkpoint: best (by validation) or latest [default: best]")
+    p.add_argument("--weights", type=choice("--weights", ("live", "ema")), default="live",
+                   help="the trained weights, or their moving average for a run trained with --ema [default: live]")
     p.add_argument("--opset", type=positive_int("--opset"), default=17, help="ONNX opset (default 17)")
     p.add_argument("--version", dest="serving_version", type=positive_int("--version"), default=None,
                    help="SavedModel only: write OUTPUT/<version>/ (TF Serving's layout; default: the next integer)")
@@ -46,7 +49,8 @@ def add_parsers(sub: Any) -> None:
                        description="Print the top-k classes and probabilities of each image.")
     q.add_argument("model_path", help="a run directory, an export directory, or a SavedModel base folder (highest version)")
     q.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF) or folders of them")
-    q.add_argument("--top-k", dest="top_k", type=positive_int("--top-k"), default=3)
+    q.add_argument("--top-k", dest="top_k", type=positive_int("--top-k"), default=3,
+                   help="how many classes to show per image (at most the number of classes) [default: 3]")
     q.add_argument("--json", action="store_true", help="print one JSON object per image")
     q.add_argument("--batch-size", dest="batch_size", type=positive_int("--batch-size"), default=64)
     q.add_argument("--checkpoint", type=choice("--checkpoint", ("best", "latest")), default="best")
@@ -64,7 +68,7 @@ def handlers() -> Dict[str, Callable[[argparse.Namespace], int]]:
 
 def _export(args: argparse.Namespace) -> int:
     export_run(args.run_dir, args.format, output=args.output, quantize=args.quantize, which=args.checkpoint, opset=args.opset,
-               version=args.serving_version)
+               version=args.serving_version, weights=args.weights)
     return 0
 
 
@@ -72,9 +76,9 @@ def _predict(args: argparse.Namespace) -> int:
     from lamina.export.predict import format_table, load_predictor, predict_files, results_json
 
     predictor = load_predictor(args.model_path, args.checkpoint)
-    for note in predictor.notes:
-        print(f"lamina: note: {note}", file=sys.stderr)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    for note in predictor.notes:  # after the work: a failure stays one line
+        print(f"lamina: note: {note}", file=sys.stderr)
     for r in results:
         if r["notes"]:
             print(f"lamina: note: {r['image']}: {'; '.join(r['notes'])}", file=sys.stderr)

@@ -82,10 +82,15 @@ def _train(args: argparse.Namespace) -> int:
     res = result.results
     epochs = len(result.history)
     if "test_accuracy" in res:
+        from lamina.train.run import describe_checkpoint
+
+        ckpt = res["checkpoint"]
+        final = res.get("final_test_accuracy")
+        beside = f"; last epoch's weights {final:.2%}" if final is not None and ckpt.get("which") == "best" else ""
         print(
-            f"test accuracy {res['test_accuracy']:.2%} (loss {res['test_loss']:.4f}) "
-            f"after {epochs} epochs; training {res['train_time_s']:.1f}s, total {res['total_time_s']:.1f}s; "
-            f"run dir {result.run_dir}",
+            f"test accuracy {res['test_accuracy']:.2%} (loss {res['test_loss']:.4f}) with the "
+            f"{describe_checkpoint(ckpt)}{beside}; {epochs} epochs, training {res['train_time_s']:.1f}s, "
+            f"total {res['total_time_s']:.1f}s; run dir {result.run_dir}",
             flush=True,
         )
     else:
@@ -138,8 +143,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     r = evaluate_run(args.run_dir, data=args.data, split=args.split, which=args.checkpoint, batch_size=args.batch_size)
     import lamina as lm
 
+    from lamina.train.run import checkpoint_info, describe_checkpoint
+
     matrix = r.confusion
-    print(f"checkpoint: {r.checkpoint}")
+    print(f"{describe_checkpoint(checkpoint_info(r.checkpoint, args.checkpoint))}: {r.checkpoint}")
     print(f"{r.split}: loss {r.loss:.4f}  accuracy {r.accuracy:.2%}  ({int(matrix.sum())} examples)")
     print(lm.metrics.classification_report(matrix, r.class_names))
     return 0

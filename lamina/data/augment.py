@@ -60,7 +60,8 @@ class Augmenter:
 
         Returns:
           ``{"crop": [n, 2], "flip": [n], "translate": [n, 2]}`` int32 tensors
-          (offsets into the padded image; flip as 0/1).
+          (offsets into the padded image; flip as 0/1), and ``"packed"``
+          ``[n, 5]``: the same per example in one row (for :meth:`apply_one`).
         """
         rng = np.random.default_rng([int(seed), int(epoch), 0x41554721])
         ph, pw = self.crop or (0, 0)
@@ -68,23 +69,26 @@ class Augmenter:
         crop = np.stack([rng.integers(0, 2 * ph + 1, n), rng.integers(0, 2 * pw + 1, n)], axis=1)
         flip = rng.integers(0, 2, n)
         shift = np.stack([rng.integers(0, 2 * th + 1, n), rng.integers(0, 2 * tw + 1, n)], axis=1)
+        packed = np.concatenate([crop, shift, flip[:, None]], axis=1).astype(np.int32)
         with tf.device("/cpu:0"):
             return {
                 "crop": tf.constant(crop.astype(np.int32)),
                 "flip": tf.constant(flip.astype(np.int32)),
                 "translate": tf.constant(shift.astype(np.int32)),
+                "packed": tf.constant(packed),
             }
 
     def apply(self, images: tf.Tensor, index: tf.Tensor, tables: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Augments one batch.
 
         Args:
-          images: ``[B, H, W, C]`` float32 raw images.
+          images: ``[B, H, W, C]`` raw images (any dtype: only pixels move,
+            padding is zero).
           index: ``[B]`` int indices of the examples in their split.
           tables: the output of :meth:`tables`.
 
         Returns:
-          ``[B, H, W, C]`` float32 augmented images.
+          ``[B, H, W, C]`` augmented images of the same dtype.
         """
         if self.crop is not None:
             off = tf.gather(tables["crop"], index)
@@ -96,6 +100,38 @@ class Augmenter:
             f = tf.gather(tables["flip"], index) > 0
             images = tf.where(f[:, None, None, None], tf.reverse(images, axis=[2]), images)
         return images
+
+
+    def apply_one(self, image: tf.Tensor, index: tf.Tensor, tables: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Augments one image exactly as :meth:`apply` does inside a batch.
+
+        Streaming pipelines augment each image as it is decoded: one gather of
+        the example's parameters, slices of one small image with constant
+        sizes and a branch for the flip (a ``where`` over the image costs more).
+
+        Args:
+          image: ``[H, W, C]`` raw image (any dtype).
+          index: the example's index in its split (scalar).
+          tables: the output of :meth:`tables`.
+
+        Returns:
+          ``[H, W, C]`` augmented image of the same dtype.
+        """
+        channels = image.shape[2] if image.shape.rank == 3 and image.shape[2] is not None else tf.shape(image)[2]
+        row = tf.gather(tables["packed"], index)  # crop dy, dx, translate dy, dx, flip
+        size = [self.height, self.width, channels]
+        if self.crop is not None:
+            ph, pw = self.crop
+            padded = tf.pad(image, [[ph, ph], [pw, pw], [0, 0]])
+            image = tf.slice(padded, tf.stack([row[0], row[1], 0]), size)
+        if self.translate is not None:
+            th, tw = self.translate
+            padded = tf.pad(image, [[th, th], [tw, tw], [0, 0]], mode="SYMMETRIC")
+            image = tf.slice(padded, tf.stack([row[2], row[3], 0]), size)
+        if self.flip:
+            flipped = image
+            image = tf.cond(row[4] > 0, lambda: tf.reverse(flipped, axis=[1]), lambda: flipped)
+        return image
 
 
 def _shift(

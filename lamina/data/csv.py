@@ -14,14 +14,15 @@ from lamina.data.checks import MAX_LABEL, check_num_classes, open_regular
 from lamina.data.errors import DataError
 from lamina.data.split import split_indices
 
-__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "load_csv_arrays"]
+__all__ = ["LABEL_COLUMN_NAMES", "TEST_FRACTION", "SPLIT_SEED", "is_number", "label_index", "feature_value", "check_label", "load_csv_arrays"]
 
 LABEL_COLUMN_NAMES: Tuple[str, ...] = ("label", "target", "class")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
+    """Whether ``cell`` parses as a float."""
     try:
         float(cell)
     except ValueError:
@@ -29,10 +30,52 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _label_index(
+def feature_value(cell: str, path: str, line: int, column: str) -> float:
+    """Parses one feature cell.
+
+    Raises:
+      DataError: ``file:line: column 'x': non-numeric value ...`` (or non-finite).
+    """
+    cell = cell.strip()
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}:{line}: column {column!r}: non-numeric value {cell!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}:{line}: column {column!r}: non-finite value {cell!r}")
+    return value
+
+
+def check_label(label: str, path: str, line: int, numeric: bool) -> None:
+    """Checks one (stripped) label cell: not empty; with ``numeric`` labels, a non-negative integer.
+
+    Raises:
+      DataError: naming ``file:line``.
+    """
+    if not label:
+        raise DataError(f"{path}:{line}: empty label")
+    if not numeric:
+        return
+    try:
+        value = float(label)
+    except ValueError:
+        raise DataError(f"{path}:{line}: label {label!r} is not a number (earlier labels are numeric)") from None
+    if not math.isfinite(value) or value != int(value):
+        raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
+    if value < 0:
+        raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
+    if value > MAX_LABEL:
+        raise DataError(f"{path}:{line}: label {label!r} is out of range [0, 2**31) for a class id")
+
+
+def label_index(
     path: str, header: Optional[List[str]], width: int, label_column: Union[None, str, int]
 ) -> int:
-    """Resolves ``label_column`` to a column index."""
+    """Resolves ``label_column`` to a column index (a name, an index, else label/target/class, else the last).
+
+    Raises:
+      DataError: for an unknown name or an index out of range.
+    """
     if label_column is None:
         if header is not None:
             lowered = [h.strip().lower() for h in header]
@@ -87,7 +130,7 @@ def load_csv_arrays(
     if not rows:
         raise DataError(f"{path}: empty CSV file")
     header: Optional[List[str]] = None
-    if not any(_is_number(c.strip()) for c in rows[0][1]):
+    if not any(is_number(c.strip()) for c in rows[0][1]):
         header = [c.strip() for c in rows[0][1]]
         rows = rows[1:]
     if not rows:
@@ -95,7 +138,7 @@ def load_csv_arrays(
     width = len(header) if header is not None else len(rows[0][1])
     if width < 2:
         raise DataError(f"{path}: need at least one feature column and a label column, found {width} column(s)")
-    label_at = _label_index(path, header, width, label_column)
+    label_at = label_index(path, header, width, label_column)
     names = header if header is not None else [f"column {i + 1}" for i in range(width)]
     feature_cols = [i for i in range(width) if i != label_at]
 
@@ -106,30 +149,11 @@ def load_csv_arrays(
         if len(row) != width:
             raise DataError(f"{path}:{line}: expected {width} columns, found {len(row)}")
         for j, col in enumerate(feature_cols):
-            cell = row[col].strip()
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DataError(f"{path}:{line}: column {names[col]!r}: non-numeric value {cell!r}") from None
-            if not math.isfinite(value):
-                raise DataError(f"{path}:{line}: column {names[col]!r}: non-finite value {cell!r}")
-            features[r, j] = value
+            features[r, j] = feature_value(row[col], path, line, names[col])
         label = row[label_at].strip()
-        if not label:
-            raise DataError(f"{path}:{line}: empty label")
         if numeric_labels is None:
-            numeric_labels = _is_number(label)
-        if numeric_labels:
-            try:
-                value = float(label)
-            except ValueError:
-                raise DataError(f"{path}:{line}: label {label!r} is not a number (earlier labels are numeric)") from None
-            if not math.isfinite(value) or value != int(value):
-                raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
-            if value < 0:
-                raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
-            if value > MAX_LABEL:
-                raise DataError(f"{path}:{line}: label {label!r} is out of range [0, 2**31) for a class id")
+            numeric_labels = is_number(label)
+        check_label(label, path, line, numeric_labels)
         raw_labels.append(label)
 
     if numeric_labels:

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from lamina.data.augment import AugmentArg, parse_augment
+from lamina.data.augment import AugmentArg
+from lamina.data.base import DataSetBase, Plan, check_seed, is_int, preprocessing_record, split_order
 from lamina.data.checks import as_labels
 from lamina.data.errors import DataError
 from lamina.data.split import epoch_permutation
+from lamina.data.stats import histogram_stats
 
 __all__ = ["DataSet", "NORMALIZE_MODES", "compute_preprocessing"]
 
 NORMALIZE_MODES: Tuple[str, ...] = ("scale", "standardize", "none")
-
-_SPLIT_ORDER = ("train", "validation", "test")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
 
 def _channel_stats(x: np.ndarray, scale: float, chunk: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of ``x * scale`` (channels = last axis), in float64 chunks."""
@@ -35,11 +29,7 @@ def _channel_stats(x: np.ndarray, scale: float, chunk: int = 1 << 20) -> Tuple[n
         for start in range(0, flat.shape[0], chunk):
             codes = flat[start : start + chunk].astype(np.int32) + offsets
             counts += np.bincount(codes.ravel(), minlength=256 * channels)
-        counts = counts.reshape(channels, 256).astype(np.float64)
-        values = np.arange(256, dtype=np.float64) * scale
-        mean = counts @ values / flat.shape[0]
-        var = np.sum(counts * np.square(values[None, :] - mean[:, None]), axis=1) / flat.shape[0]
-        return mean, np.sqrt(var)
+        return histogram_stats(counts.reshape(channels, 256), scale)
     total = np.zeros(channels, np.float64)
     total_sq = np.zeros(channels, np.float64)
     for start in range(0, flat.shape[0], chunk):
@@ -83,23 +73,12 @@ def compute_preprocessing(x_train: np.ndarray, scale: float, normalize: Optional
     return {"scale": float(scale), "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
-class DataSet:
+class DataSet(DataSetBase):
     """A classification data set held in memory, served as ``tf.data`` batches.
 
-    Built by :func:`lamina.data.load`; you rarely construct one yourself.
-
-    Attributes:
-      name: short name (``"digits"``, ``"mnist"``, a file or folder name, ``"tfds:NAME"``).
-      source: the ``source`` string it was loaded from.
-      num_classes: number of classes; labels are ids in ``[0, num_classes)``.
-      input_shape: per-example shape, e.g. ``(8, 8, 1)`` or ``(num_features,)``.
-      class_names: one name per class id.
-      preprocessing: ``{"scale", "mean", "std"}``; ``(raw * scale - mean) / std``.
-      seed: default shuffle/augmentation seed of :meth:`batches`.
-      task: always ``"classification"``.
+    Built by :func:`lamina.data.load`; you rarely construct one yourself. See
+    :class:`~lamina.data.base.DataSetBase` for the attributes.
     """
-
-    task = "classification"
 
     def __init__(
         self,
@@ -132,13 +111,12 @@ class DataSet:
         """
         if "train" not in splits:
             raise DataError(f"{name}: a data set needs a 'train' split, got {sorted(splits)}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise DataError(f"{name}: seed must be a non-negative integer, got {seed!r}")
-        ordered = [s for s in _SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in _SPLIT_ORDER)
         self._x: Dict[str, np.ndarray] = {}
         self._y: Dict[str, np.ndarray] = {}
         shape: Optional[Tuple[int, ...]] = None
-        for split in ordered:
+        for split in split_order(list(splits)):
             x, y = splits[split]
             x = np.asarray(x)
             y = as_labels(y, f"{name} ({split})")
@@ -171,11 +149,7 @@ class DataSet:
         self.input_shape: Tuple[int, ...] = shape
         self.seed = int(seed)
         if preprocessing is not None:
-            self.preprocessing = {
-                "scale": float(preprocessing["scale"]),
-                "mean": [float(v) for v in preprocessing["mean"]],
-                "std": [float(v) for v in preprocessing["std"]],
-            }
+            self.preprocessing = preprocessing_record(preprocessing)
         else:
             self.preprocessing = compute_preprocessing(self._x["train"], scale, normalize)
         self._tensors: Dict[str, Tuple[tf.Tensor, tf.Tensor]] = {}
@@ -186,93 +160,57 @@ class DataSet:
         """Number of examples per split, e.g. ``{"train": 1437, "test": 360}``."""
         return {s: int(self._y[s].shape[0]) for s in self._y}
 
-    def info(self) -> Dict[str, Any]:
-        """Returns a JSON-serializable summary (name, shapes, classes, splits, preprocessing)."""
-        return {
-            "name": self.name,
-            "source": self.source,
-            "task": self.task,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape),
-            "class_names": list(self.class_names),
-            "splits": self.splits,
-            "preprocessing": {k: (list(v) if isinstance(v, list) else v) for k, v in self.preprocessing.items()},
-        }
+    def class_counts(self, split: str) -> List[int]:
+        """Number of examples per class id in ``split``.
 
-    def __repr__(self) -> str:
-        splits = ", ".join(f"{k}={v}" for k, v in self.splits.items())
-        return f"DataSet({self.name!r}, input_shape={self.input_shape}, num_classes={self.num_classes}, {splits})"
-
-    def _check_split(self, split: str) -> None:
-        if split not in self._y:
-            raise DataError(f"{self.name}: unknown split {split!r}; available: {', '.join(self._y)}")
+        Raises:
+          DataError: for an unknown split.
+        """
+        self._check_split(split)
+        return np.bincount(self._y[split], minlength=self.num_classes).astype(int).tolist()
 
     # ---------------------------------------------------------------- arrays
-    def arrays(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    def arrays(self, split: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Returns the raw examples and labels of one split (read-only arrays).
 
         Args:
           split: ``"train"``, ``"test"`` or ``"validation"``.
+          limit: only the first ``limit`` examples (default: all).
 
         Returns:
           ``(x_raw [N, *input_shape], y [N] int32)``.
 
         Raises:
-          DataError: for an unknown split.
+          DataError: for an unknown split or a negative limit.
         """
         self._check_split(split)
-        return self._x[split], self._y[split]
+        if limit is None:
+            return self._x[split], self._y[split]
+        if not is_int(limit) or limit < 0:
+            raise DataError(f"limit must be a non-negative integer or None, got {limit!r}")
+        return self._x[split][: int(limit)], self._y[split][: int(limit)]
 
-    def sample_raw(self, n: int = 8, split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
-        """Returns the first ``n`` raw examples and labels of ``split``.
+    def sample(self, split: str, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Returns ``n`` raw examples drawn without replacement (seeded).
 
         Args:
+          split: which split.
           n: how many (fewer if the split is smaller).
-          split: which split.
+          seed: sample seed (default: the data set's ``seed``).
 
         Returns:
-          ``(x_raw [n, ...], y [n])``.
+          ``(x_raw [n, ...], y [n] int32)``: the first ``n`` examples of the
+          shuffled epoch-0 order of ``seed`` (the order :meth:`batches` uses).
 
         Raises:
-          DataError: for an unknown split.
-        """
-        x, y = self.arrays(split)
-        return x[: max(0, int(n))], y[: max(0, int(n))]
-
-    def normalize(self, x_raw: Any) -> np.ndarray:
-        """Applies :attr:`preprocessing` to raw values in NumPy.
-
-        Args:
-          x_raw: raw examples ``[..., C]``.
-
-        Returns:
-          float32 model inputs.
-        """
-        p = self.preprocessing
-        x = np.asarray(x_raw, dtype=np.float32)
-        mean = np.asarray(p["mean"], np.float32)
-        std = np.asarray(p["std"], np.float32)
-        return ((x * np.float32(p["scale"]) - mean) / std).astype(np.float32)
-
-    def num_batches(self, split: str, batch_size: int, drop_remainder: bool = False) -> int:
-        """Number of batches in one pass over ``split``.
-
-        Args:
-          split: which split.
-          batch_size: examples per batch (positive).
-          drop_remainder: drop a last, smaller batch.
-
-        Returns:
-          ``floor(n / batch_size)`` or ``ceil(n / batch_size)``.
-
-        Raises:
-          DataError: for an unknown split or a bad batch size.
+          DataError: for an unknown split, a bad ``n`` or seed.
         """
         self._check_split(split)
-        if not _is_int(batch_size) or batch_size < 1:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        n = self.splits[split]
-        return n // batch_size if drop_remainder else math.ceil(n / batch_size)
+        if not is_int(n) or n < 0:
+            raise DataError(f"n must be a non-negative integer, got {n!r}")
+        seed = check_seed(self.seed if seed is None else seed)
+        index = epoch_permutation(self.splits[split], seed, 0)[: int(n)]
+        return self._x[split][index], self._y[split][index]
 
     # -------------------------------------------------------------- tf.data
     def _split_tensors(self, split: str) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -281,82 +219,32 @@ class DataSet:
                 self._tensors[split] = (tf.constant(self._x[split]), tf.constant(self._y[split]))
         return self._tensors[split]
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: Optional[bool] = None,
-        seed: Optional[int] = None,
-        epoch: int = 0,
-        augment: AugmentArg = False,
-        drop_remainder: bool = False,
-        skip_batches: int = 0,
-        one_hot: bool = False,
+    def raw_batches(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None, epoch: int = 0
     ) -> tf.data.Dataset:
-        """One epoch of ``(x, y)`` batches of ``split``.
-
-        The order is a pure function of ``(seed, epoch)``: the same arguments
-        always give the same batches, in any process, so a resumed run can skip
-        to where it stopped with ``skip_batches``.
-
-        Args:
-          split: ``"train"``, ``"test"`` or ``"validation"``.
-          batch_size: examples per batch.
-          shuffle: shuffle the examples (default: only for ``"train"``).
-          seed: shuffle/augmentation seed (default: the data set's ``seed``).
-          epoch: epoch number; each epoch has its own order.
-          augment: image augmentation, applied to the ``"train"`` split only:
-            ``True`` (random crop), ``"crop,flip,translate"``, a list, or a dict
-            (see :func:`lamina.data.augment.parse_augment`).
-          drop_remainder: drop the last batch if it is smaller.
-          skip_batches: skip this many batches at the start of the epoch.
-          one_hot: labels as one-hot float32 ``[B, num_classes]``.
-
-        Returns:
-          A ``tf.data.Dataset`` of ``(x float32 [B, *input_shape], y int32 [B])``.
-
-        Raises:
-          DataError: for an unknown split or bad arguments.
-        """
-        self._check_split(split)
-        if not _is_int(batch_size) or batch_size < 1:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not _is_int(epoch) or epoch < 0:
-            raise DataError(f"epoch must be a non-negative integer, got {epoch!r}")
-        if not _is_int(skip_batches) or skip_batches < 0:
-            raise DataError(f"skip_batches must be a non-negative integer, got {skip_batches!r}")
-        seed = self.seed if seed is None else seed
-        if not _is_int(seed) or seed < 0:
-            raise DataError(f"seed must be a non-negative integer, got {seed!r}")
-        if shuffle is None:
-            shuffle = split == "train"
+        """Raw batches ``(x_raw [B, ...], y, index)`` gathered from memory; see :meth:`DataSetBase.raw_batches`."""
+        plan = self._plan(split, batch_size, shuffle, seed, epoch, False, 0)
         n = self.splits[split]
-        order = epoch_permutation(n, seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
-        augmenter = parse_augment(augment, self.input_shape) if split == "train" else None
-        tables = augmenter.tables(n, seed, epoch) if augmenter is not None else None
-
+        order = epoch_permutation(n, plan.seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
         x_all, y_all = self._split_tensors(split)
-        p = self.preprocessing
-        scale = tf.constant(p["scale"], tf.float32)
-        mean = tf.constant(p["mean"], tf.float32)
-        std = tf.constant(p["std"], tf.float32)
-        num_classes = self.num_classes
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
+        return ds.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i), i))
+
+    def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
+        n = self.splits[plan.split]
+        order = epoch_permutation(n, plan.seed, plan.epoch) if plan.shuffle else np.arange(n, dtype=np.int64)
+        augmenter = self._augmenter(plan.split, augment)
+        tables = augmenter.tables(n, plan.seed, plan.epoch) if augmenter is not None else None
+        finish = self._finisher(augmenter, tables, one_hot)
+        x_all, y_all = self._split_tensors(plan.split)
 
         def fetch(index: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
             """Gathers one batch by index, augments, normalizes; returns ``(x, y)``."""
-            x = tf.cast(tf.gather(x_all, index), tf.float32)
-            if augmenter is not None:
-                x = augmenter.apply(x, index, tables)
-            x = (x * scale - mean) / std
-            y = tf.gather(y_all, index)
-            if one_hot:
-                y = tf.one_hot(y, num_classes, dtype=tf.float32)
-            return x, y
+            return finish(tf.gather(x_all, index), tf.gather(y_all, index), index)
 
         ds = tf.data.Dataset.from_tensor_slices(order)
-        ds = ds.batch(int(batch_size), drop_remainder=bool(drop_remainder))
-        if skip_batches:
-            ds = ds.skip(int(skip_batches))
+        ds = ds.batch(plan.global_batch, drop_remainder=plan.drop_remainder)
+        if plan.skip_batches:
+            ds = ds.skip(plan.skip_batches)
         ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)

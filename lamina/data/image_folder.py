@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from lamina.data.checks import open_regular
+from lamina.data.decode import decode_image_bytes
 from lamina.data.errors import DataError
-from lamina.data.images import convert_channels, native_color_mode, resize_images
 from lamina.data.split import split_indices
 
-__all__ = ["IMAGE_EXTENSIONS", "TEST_FRACTION", "SPLIT_SEED", "list_class_images", "decode_image_file", "load_image_folder"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TEST_FRACTION",
+    "SPLIT_SEED",
+    "FolderListing",
+    "list_class_images",
+    "list_image_folder",
+    "decode_image_file",
+]
 
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 _VALIDATION_DIRS = ("validation", "val", "valid")
@@ -48,26 +55,53 @@ def _subdirs(folder: str, root: Optional[str] = None, warn: bool = True) -> List
     ]
 
 
-def _images_under(folder: str, root: Optional[str] = None, warn: bool = True) -> List[str]:
+def _images_under(folder: str, root: Optional[str] = None, warn: bool = True, special: Optional[List[str]] = None) -> List[str]:
     """Image files under ``folder`` (recursively), in sorted path order.
 
+    One ``os.scandir`` per folder and no extra system call per plain file.
     Symbolic links resolving outside ``root`` (default ``folder``) are skipped
     with a ``lamina: warning`` line; linked sub-folders are not descended into.
+    Names with an image extension that are not regular files (FIFOs, sockets,
+    devices, broken links: reading a FIFO would block) are skipped and appended to ``special``.
     """
     root = folder if root is None else root
-    found = []
-    for top, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                path = os.path.join(top, name)
-                if not _escapes(path, root, warn):
-                    found.append(path)
+    found: List[str] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        raise DataError(f"{folder}: cannot list folder ({err.strerror or err})") from None
+    folders = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            folders.append(entry.path)
+            continue
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        if entry.is_symlink() and _escapes(entry.path, root, warn):
+            continue
+        try:
+            regular = entry.is_file()  # from the directory entry's type: no system call for plain files
+        except OSError:
+            regular = False
+        if not regular:
+            if special is not None:
+                special.append(entry.path)
+            continue
+        found.append(entry.path)
+    for sub in folders:  # a folder's own files first, then its sub-folders (as os.walk)
+        found.extend(_images_under(sub, root, warn, special))
     return found
 
 
 def list_class_images(
-    folder: str, class_names: Optional[List[str]] = None, root: Optional[str] = None
+    folder: str, class_names: Optional[List[str]] = None, root: Optional[str] = None,
+    special: Optional[List[str]] = None,
 ) -> Tuple[List[str], List[int], List[str]]:
     """Lists the images of a folder with one sub-folder per class.
 
@@ -79,6 +113,7 @@ def list_class_images(
       class_names: the classes to expect (for a ``test/`` folder: those of
         ``train/``); ``None`` takes the sorted sub-folder names.
       root: the data root that links may point into (default ``folder``).
+      special: collects skipped non-regular files (FIFOs, devices, sockets).
 
     Returns:
       ``(paths, labels, class_names)``.
@@ -102,7 +137,7 @@ def list_class_images(
     paths: List[str] = []
     labels: List[int] = []
     for name in subdirs:
-        files = _images_under(os.path.join(folder, name), root)
+        files = _images_under(os.path.join(folder, name), root, special=special)
         if not files:
             raise DataError(
                 f"{os.path.join(folder, name)}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -112,16 +147,8 @@ def list_class_images(
     return paths, labels, list(class_names)
 
 
-def _clean_tf_message(text: str) -> str:
-    """Drops TensorFlow's ``{{function_node ...}}`` prefix and ``[Op:...]`` suffix."""
-    text = re.sub(r"\{\{[^}]*\}\}", "", text)
-    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
-    lines = text.strip().splitlines()
-    return (lines[0].strip() if lines else "decode failed")[:200]
-
-
 def decode_image_file(path: str) -> np.ndarray:
-    """Decodes one PNG/JPEG/BMP/GIF file (first frame of a GIF) to ``[H, W, C]`` uint8.
+    """Decodes one PNG/JPEG/BMP/GIF/WebP file (first frame of an animation) to ``[H, W, C]`` uint8.
 
     Args:
       path: the image file.
@@ -137,85 +164,79 @@ def decode_image_file(path: str) -> np.ndarray:
             data = f.read()
     except OSError as err:
         raise DataError(f"{path}: cannot read image ({err.strerror or err})") from None
-    if not data:
-        raise DataError(f"{path}: corrupt image (empty file)")
-    try:
-        image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
-        image = image.numpy()
-    except (tf.errors.OpError, ValueError) as err:
-        reason = _clean_tf_message(getattr(err, "message", None) or str(err))
-        raise DataError(f"{path}: corrupt or unreadable image ({reason})") from None
-    if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise DataError(f"{path}: corrupt image (decoded shape {image.shape})")
-    return image
+    return decode_image_bytes(data, path)
 
 
-def _decode_all(
-    paths: List[str], image_size: Optional[Tuple[int, int]], color_mode: Optional[str], reference: Dict[str, object]
-) -> np.ndarray:
-    """Decodes, converts and (if asked) resizes images; checks sizes agree."""
-    out = []
-    for path in paths:
-        image = decode_image_file(path)
-        if reference.get("mode") is None:
-            reference["mode"] = color_mode or native_color_mode(image.shape[-1])
-        image = convert_channels(image, str(reference["mode"]))
-        if image_size is not None:
-            image = resize_images(image[None], image_size)[0]
-        elif reference.get("shape") is None:
-            reference["shape"] = image.shape[:2]
-            reference["first"] = path
-        elif image.shape[:2] != reference["shape"]:
-            h0, w0 = reference["shape"]  # type: ignore[misc]
-            raise DataError(
-                f"{path}: image is {image.shape[0]}x{image.shape[1]} but {reference['first']} is {h0}x{w0}; "
-                "pass image_size=(height, width) to resize them all"
-            )
-        out.append(image)
-    return np.stack(out, axis=0)
+@dataclass
+class FolderListing:
+    """The files of an image folder, listed once: relative paths and labels per split.
+
+    Attributes:
+      root: the folder (absolute).
+      class_names: sorted class sub-folder names.
+      splits: ``{split: (relative paths, labels int64)}``.
+      own_validation: whether the folder has its own ``validation/`` (or ``val/``) split.
+      special: non-regular files that were skipped (FIFOs, devices, sockets).
+    """
+
+    root: str
+    class_names: List[str]
+    splits: Dict[str, Tuple[List[str], np.ndarray]] = field(default_factory=dict)
+    own_validation: bool = False
+    special: List[str] = field(default_factory=list)
 
 
-def load_image_folder(
-    folder: str, image_size: Optional[Tuple[int, int]] = None, color_mode: Optional[str] = None
-) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], List[str]]:
-    """Loads an image folder into memory.
+def list_image_folder(folder: str) -> FolderListing:
+    """Lists an image folder once (nothing is decoded).
 
     Layouts: ``folder/<class>/*.png`` (a fixed, stratified 80/20 train/test
-    split with seed 0), or ``folder/train/<class>/...`` and
-    ``folder/test/<class>/...`` (and optionally ``validation/`` or ``val/``)
-    used as the splits. Classes are the sorted sub-folder names. Symbolic links
-    that resolve outside ``folder`` are skipped with a warning naming them.
+    split with seed 0, made from the file list), or ``folder/train/<class>/...``
+    and ``folder/test/<class>/...`` (and optionally ``validation/`` or
+    ``val/``) used as the splits. Classes are the sorted sub-folder names.
+    Symbolic links that resolve outside ``folder`` are skipped with a warning
+    naming them; FIFOs, sockets and devices are skipped with one warning.
 
     Args:
       folder: the root folder.
-      image_size: resize every image to ``(height, width)``; without it all
-        images must have the same size.
-      color_mode: ``"rgb"`` or ``"grayscale"``; default: that of the first image.
 
     Returns:
-      ``({"train": (x uint8 [N, H, W, C], y), "test": ...}, class_names)``.
+      A :class:`FolderListing`.
 
     Raises:
-      DataError: for an empty folder, a class without images, a corrupt
-        image, or mixed sizes without ``image_size``.
+      DataError: for a missing or empty folder, a class without images, or an
+        unknown class in ``test/``.
     """
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: no such folder")
-    subdirs = _subdirs(folder, warn=False)
-    reference: Dict[str, object] = {}
-    splits: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    root = os.path.abspath(folder)
+    subdirs = _subdirs(root, warn=False)
+    special: List[str] = []
+    cut = len(root) + 1
+
+    def rel(paths: List[str]) -> List[str]:
+        return [p[cut:] for p in paths]
+
     if "train" in subdirs and "test" in subdirs:
-        paths, labels, class_names = list_class_images(os.path.join(folder, "train"), root=folder)
-        splits["train"] = (_decode_all(paths, image_size, color_mode, reference), np.asarray(labels, np.int64))
+        paths, labels, class_names = list_class_images(os.path.join(root, "train"), root=root, special=special)
+        listing = FolderListing(root, class_names, special=special)
+        listing.splits["train"] = (rel(paths), np.asarray(labels, np.int64))
         extra = [("test", "test")] + [("validation", d) for d in _VALIDATION_DIRS if d in subdirs][:1]
         for split, name in extra:
-            paths, labels, _ = list_class_images(os.path.join(folder, name), class_names, root=folder)
-            splits[split] = (_decode_all(paths, image_size, color_mode, reference), np.asarray(labels, np.int64))
-        return splits, class_names
-    if not subdirs and not _images_under(folder, warn=False):
-        raise DataError(f"{folder}: empty folder (expected one sub-folder of images per class)")
-    paths, labels, class_names = list_class_images(folder)
-    x = _decode_all(paths, image_size, color_mode, reference)
-    y = np.asarray(labels, np.int64)
-    train, test = split_indices(y, TEST_FRACTION, SPLIT_SEED, what=folder)
-    return {"train": (x[train], y[train]), "test": (x[test], y[test])}, class_names
+            paths, labels, _ = list_class_images(os.path.join(root, name), class_names, root=root, special=special)
+            listing.splits[split] = (rel(paths), np.asarray(labels, np.int64))
+        listing.own_validation = "validation" in listing.splits
+    else:
+        if not subdirs and not _images_under(root, warn=False):
+            raise DataError(f"{folder}: empty folder (expected one sub-folder of images per class)")
+        paths, labels, class_names = list_class_images(root, special=special)
+        y = np.asarray(labels, np.int64)
+        train, test = split_indices(y, TEST_FRACTION, SPLIT_SEED, what=folder)
+        names = rel(paths)
+        del paths
+        listing = FolderListing(root, class_names, special=special)
+        listing.splits["train"] = ([names[i] for i in train], y[train])
+        listing.splits["test"] = ([names[i] for i in test], y[test])
+    if special:
+        print(f"lamina: warning: {folder}: skipped {len(special)} file(s) that are not regular files "
+              f"(FIFO, socket, device or broken link), e.g. {special[0]}", file=sys.stderr, flush=True)
+    return listing

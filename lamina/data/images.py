@@ -106,8 +106,11 @@ def convert_channels(x: np.ndarray, mode: str) -> np.ndarray:
         x = x[..., : channels - 1]
         channels -= 1
     if mode == "grayscale" and channels == 3:
-        luma = x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return _back_to_dtype(luma[..., None], x.dtype)
+        f = x.astype(np.float32)
+        # three products and two sums in float32, in this order: the same as the
+        # streaming decoder (lamina.data.decode), so both give the same pixels
+        luma = f[..., 0:1] * np.float32(0.299) + f[..., 1:2] * np.float32(0.587) + f[..., 2:3] * np.float32(0.114)
+        return _back_to_dtype(luma, x.dtype)
     if mode == "rgb" and channels == 1:
         return np.repeat(x, 3, axis=-1)
     return x

@@ -215,6 +215,7 @@ def onnx(
     opset: int = DEFAULT_OPSET,
     sample: Optional[Any] = None,
     source_run: Optional[str] = None,
+    source_checkpoint: Optional[Dict[str, Any]] = None,
     tolerance: float = ONNX_TOLERANCE,
     verbose: bool = True,
 ) -> str:
@@ -232,6 +233,7 @@ def onnx(
       opset: ONNX opset (default 17).
       sample: raw inputs for the self-check (default 32 random inputs).
       source_run: run directory recorded in ``lamina_export.json``.
+      source_checkpoint: which checkpoint of the run (``lamina.train.run.checkpoint_info``), recorded too.
       tolerance: allowed difference (probabilities, scaled logits).
       verbose: print the measured difference.
 
@@ -271,7 +273,7 @@ def onnx(
         got = _run_converted(runner, x)
         diff = max_difference(got, serving.reference(x))
         check_difference(f"onnx (opset {opset})", diff, tolerance, len(x), say)
-        meta = base_metadata(serving, "onnx", source_run)
+        meta = base_metadata(serving, "onnx", source_run, source_checkpoint)
         meta.update(file=ONNX_FILE, opset=int(opset), verification=dict(diff, examples=int(len(x)), tolerance=tolerance))
         return meta
 

@@ -79,14 +79,16 @@ class Predictor:
 
 
 def _from_run(path: str, which: str) -> Predictor:
-    from lamina.train.run import load_run
+    from lamina.train.run import checkpoint_info, checkpoint_path, describe_checkpoint, load_run
 
     model, record = load_run(path, which)
     config = record.to_json()
     preprocessing = run_preprocessing(config)
     serving = ServingModule(model, config["input_shape"], preprocessing, config.get("class_names"))
-    return Predictor(path, "run", serving.input_shape_list, serving.class_name_list, preprocessing["raw_max"],
-                     lambda x: serving.serve(tf.constant(x)))
+    predictor = Predictor(path, "run", serving.input_shape_list, serving.class_name_list, preprocessing["raw_max"],
+                          lambda x: serving.serve(tf.constant(x)))
+    predictor.notes.append(f"using the {describe_checkpoint(checkpoint_info(checkpoint_path(path, which), which))} of {path}")
+    return predictor
 
 
 def _from_saved_model(path: str, meta: Optional[Dict[str, Any]]) -> Predictor:

@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Tuple
 __all__ = ["export_run", "FORMATS"]
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+_STREAM_CHECK = 2048  # test examples a streaming data set lends to the export check
+_STREAM_CALIBRATION = 1024  # training examples it lends to int8 calibration (tflite uses up to 200)
 
 
 def _load_data(config: Dict[str, Any]) -> Tuple[Any, Optional[str]]:
@@ -34,6 +36,7 @@ def export_run(
     opset: int = 17,
     verbose: bool = True,
     version: Optional[int] = None,
+    weights: str = "live",
 ) -> str:
     """Exports a run directory's model, checked on real test examples when the data loads.
 
@@ -46,6 +49,8 @@ def export_run(
         export goes to ``output/<version>/``.
       quantize: TFLite only: ``None``, ``"float16"`` or ``"int8"``.
       which: ``"best"`` or ``"latest"`` checkpoint.
+      weights: ``"live"`` (the trained weights) or ``"ema"`` (their moving
+        average, for a run trained with ``--ema``).
       opset: ONNX opset.
       verbose: print progress and the measured difference.
       version: SavedModel only: the version folder (a positive integer;
@@ -61,7 +66,7 @@ def export_run(
     from lamina.export.onnx import onnx
     from lamina.export.saved_model import ExportError, printer, run_preprocessing, saved_model
     from lamina.export.tflite import tflite
-    from lamina.train.run import load_run
+    from lamina.train.run import checkpoint_info, checkpoint_path, describe_checkpoint, load_run
 
     if fmt not in FORMATS:
         raise ValueError(f"lamina export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -70,15 +75,19 @@ def export_run(
     if version is not None and fmt != "savedmodel":
         raise ValueError(f"lamina export: --version applies to --format savedmodel only (TF Serving's layout), got --format {fmt}")
     say = printer(verbose)
-    model, record = load_run(run_dir, which)
+    model, record = load_run(run_dir, which, weights=weights)
     config = record.to_json()
+    info = checkpoint_info(checkpoint_path(run_dir, which), which)
+    info["weights"] = weights
+    say(f"exporting the {describe_checkpoint(info)} of {run_dir}" + (" (its weight average)" if weights == "ema" else ""))
     preprocessing = run_preprocessing(config)
     ds, reason = _load_data(config)
     sample = None
     test = None
     if ds is not None:
         split = "test" if "test" in ds.splits else "train"
-        x, y = ds.arrays(split)
+        # a streaming set (too big for memory) gives a bounded seeded sample instead of the whole split
+        x, y = ds.sample(split, _STREAM_CHECK) if ds.streaming else ds.arrays(split)
         sample = x[:256]
         test = (x, y) if split == "test" else None
         say(f"checking on {len(sample)} {split} examples of {config.get('data')}")
@@ -87,7 +96,7 @@ def export_run(
     if output is None:
         output = os.path.join(run_dir, "export", fmt + (f"-{quantize}" if quantize else ""))
     common = dict(input_shape=config["input_shape"], preprocessing=preprocessing,
-                  class_names=config.get("class_names"), sample=sample, source_run=run_dir, verbose=verbose)
+                  class_names=config.get("class_names"), sample=sample, source_run=run_dir, source_checkpoint=info, verbose=verbose)
     if fmt == "savedmodel":
         path = saved_model(model, output, version=version if version is not None else "next", **common)
     elif fmt == "onnx":
@@ -97,7 +106,7 @@ def export_run(
         if quantize == "int8":
             if ds is None:
                 raise ExportError(f"lamina export: int8 quantization calibrates on the training split of {config.get('data')!r}, which could not be loaded: {reason}")
-            rep = ds.arrays("train")[0]
+            rep = (ds.sample("train", _STREAM_CALIBRATION) if ds.streaming else ds.arrays("train"))[0]
         path = tflite(model, output, quantize=quantize, representative_data=rep,
                       test_data=test if quantize else None, **common)
     say(f"exported {fmt}{f' ({quantize})' if quantize else ''} to {path}")

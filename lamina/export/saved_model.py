@@ -351,13 +351,15 @@ def write_export_dir(path: str, fill: Callable[[str], Dict[str, Any]]) -> str:
     return path
 
 
-def base_metadata(serving: ServingModule, fmt: str, source_run: Optional[str]) -> Dict[str, Any]:
+def base_metadata(serving: ServingModule, fmt: str, source_run: Optional[str],
+                  source_checkpoint: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The ``lamina_export.json`` fields every format shares.
 
     Args:
       serving: the wrapper.
       fmt: ``"savedmodel"``, ``"tflite"`` or ``"onnx"``.
       source_run: the run directory exported, if any.
+      source_checkpoint: which of its checkpoints (best/latest, epoch, step), if any.
 
     Returns:
       A JSON-serializable dict.
@@ -373,6 +375,7 @@ def base_metadata(serving: ServingModule, fmt: str, source_run: Optional[str]) -
         "preprocessing": dict(serving.preprocessing),
         "pixel_rule": "PNG/JPEG pixel p in 0..255 -> raw = p / 255 * raw_max",
         "source_run": os.path.abspath(source_run) if source_run else None,
+        "checkpoint": dict(source_checkpoint) if source_checkpoint else None,
         "signature": {
             "key": SIGNATURE_KEY,
             "inputs": {INPUT_NAME: {"dtype": "float32", "shape": [None, *serving.input_shape_list]}},
@@ -453,6 +456,7 @@ def saved_model(
     version: Union[int, str, None] = None,
     sample: Optional[Any] = None,
     source_run: Optional[str] = None,
+    source_checkpoint: Optional[Dict[str, Any]] = None,
     tolerance: float = SAVED_MODEL_TOLERANCE,
     verbose: bool = True,
 ) -> str:
@@ -484,6 +488,7 @@ def saved_model(
         ``input_signature`` an array / list / dict of arrays (default: random
         inputs, see :func:`lamina.export.signature.module_sample`).
       source_run: run directory recorded in ``lamina_export.json``.
+      source_checkpoint: which checkpoint of the run (``lamina.train.run.checkpoint_info``), recorded too.
       tolerance: largest allowed difference (probabilities, and logits divided
         by ``max(1, max |logit|)``; for modules every floating output divided by
         ``max(1, max |output|)``, and the fraction of differing integer entries).
@@ -510,7 +515,7 @@ def saved_model(
     say = printer(verbose)
 
     def fill(tmp: str) -> Dict[str, Any]:
-        meta = base_metadata(serving, "savedmodel", source_run)
+        meta = base_metadata(serving, "savedmodel", source_run, source_checkpoint)
         serving.metadata.assign(json.dumps(meta, sort_keys=True))
         save_serving(serving, tmp)
         loaded = tf.saved_model.load(tmp)

@@ -246,6 +246,7 @@ def tflite(
     test_data: Optional[Tuple[Any, Any]] = None,
     sample: Optional[Any] = None,
     source_run: Optional[str] = None,
+    source_checkpoint: Optional[Dict[str, Any]] = None,
     tolerance: Optional[float] = None,
     verbose: bool = True,
 ) -> str:
@@ -272,6 +273,7 @@ def tflite(
       test_data: ``(x_raw, y)`` to report accuracy (and the float model's) on.
       sample: raw inputs for the self-check (default 32 random inputs).
       source_run: run directory recorded in ``lamina_export.json``.
+      source_checkpoint: which checkpoint of the run (``lamina.train.run.checkpoint_info``), recorded too.
       tolerance: allowed difference (default 1e-4 float32, 5e-2 float16; for
         int8 the difference and the accuracy are reported, not enforced).
       verbose: print the measured difference (and accuracy).
@@ -306,7 +308,7 @@ def tflite(
     def fill(tmp: str) -> Dict[str, Any]:
         content, runner = _convert(serving, tmp, quantize, rep)
         diff = max_difference(_run_batched(runner, x), serving.reference(x))
-        meta = base_metadata(serving, "tflite", source_run)
+        meta = base_metadata(serving, "tflite", source_run, source_checkpoint)
         meta.update(file=TFLITE_FILE, quantize=quantize, size_bytes=len(content), runtime=runner.runtime)
         if tol is not None:
             check_difference(fmt, diff, tol, len(x), say)

@@ -34,6 +34,12 @@ class Sequential(Module):
     """
 
     def __init__(self, layers: Optional[Iterable[Callable]] = None, name: Optional[str] = None) -> None:
+        if name is not None and not isinstance(name, str):
+            got = type(name).__name__
+            raise TypeError(
+                f"Sequential: takes one list of layers, Sequential([a, b, ...]); got a {got} as its second "
+                f"argument (name must be a string)"
+            )
         super().__init__(name=name)
         owner = self.describe()
         if layers is None:

@@ -317,28 +317,32 @@ class ConvND(_ConvLayer):
         return self._finish(y, n)
 
 
-def _fixed_dims(n: int, cls_name: str) -> type:
-    """Creates the ``Conv{n}D`` subclass of ``ConvND`` (a fixed ``num_spatial_dims``)."""
+class Conv1D(ConvND):
+    """1-D convolution: ``ConvND(1, ...)``; input ``(N, W, C)`` (channels_last) or ``(N, C, W)``.
 
-    def __init__(self, num_filters: int, kernel_size: IntOrSeq = 3, strides: IntOrSeq = 1,
-                 padding: Padding = "SAME", dilation: IntOrSeq = 1, groups: int = 1,
-                 use_bias: bool = True, activation: Union[None, str, Callable] = None,
-                 data_format: str = "channels_last", w_init: Union[None, str, Callable] = None,
-                 b_init: Union[None, str, Callable] = None, dtype: tf.DType = tf.float32,
-                 name: Optional[str] = None) -> None:
-        ConvND.__init__(self, n, num_filters, kernel_size, strides, padding, dilation, groups,
-                        use_bias, activation, data_format, w_init, b_init, dtype, name)
+    Takes every :class:`ConvND` argument after ``num_spatial_dims``, in the same order.
+    """
 
-    doc = (
-        f"{n}-D convolution: ``ConvND`` with ``num_spatial_dims={n}``.\n\n"
-        f"Input ``(N, {', '.join('DHW'[3 - n:])}, C)`` (channels_last) or "
-        f"``(N, C, {', '.join('DHW'[3 - n:])})`` (channels_first).\n"
-        "Takes every ``ConvND`` argument except ``num_spatial_dims``."
-    )
-    __init__.__doc__ = doc
-    return type(cls_name, (ConvND,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(1, num_filters, *args, **kwargs)
 
 
-Conv1D = _fixed_dims(1, "Conv1D")
-Conv2D = _fixed_dims(2, "Conv2D")
-Conv3D = _fixed_dims(3, "Conv3D")
+class Conv2D(ConvND):
+    """2-D convolution: ``ConvND(2, ...)``; input ``(N, H, W, C)`` (channels_last) or ``(N, C, H, W)``.
+
+    Takes every :class:`ConvND` argument after ``num_spatial_dims``, in the same order.
+    """
+
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(2, num_filters, *args, **kwargs)
+
+
+class Conv3D(ConvND):
+    """3-D convolution: ``ConvND(3, ...)``; input ``(N, D, H, W, C)`` (channels_last) or ``(N, C, D, H, W)``.
+
+    Takes every :class:`ConvND` argument after ``num_spatial_dims``, in the same order.
+    """
+
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(3, num_filters, *args, **kwargs)
+

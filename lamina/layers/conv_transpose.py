@@ -29,7 +29,7 @@ needs oneDNN (TensorFlow's default on x86).
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -262,28 +262,32 @@ class ConvNDTranspose(_ConvLayer):
         return self._finish(y, n)
 
 
-def _fixed_dims(n: int, cls_name: str) -> type:
-    """Creates the ``Conv{n}DTranspose`` subclass of ``ConvNDTranspose`` (a fixed ``num_spatial_dims``)."""
+class Conv1DTranspose(ConvNDTranspose):
+    """1-D transposed convolution: ``ConvNDTranspose(1, ...)``; input ``(N, W, C)`` or ``(N, C, W)``.
 
-    def __init__(self, num_filters: int, kernel_size: IntOrSeq = 3, strides: IntOrSeq = 1,
-                 padding: Padding = "SAME", output_padding: Optional[IntOrSeq] = None,
-                 dilation: IntOrSeq = 1, use_bias: bool = True,
-                 activation: Union[None, str, Callable] = None, data_format: str = "channels_last",
-                 w_init: Union[None, str, Callable] = None, b_init: Union[None, str, Callable] = None,
-                 dtype: tf.DType = tf.float32, name: Optional[str] = None) -> None:
-        ConvNDTranspose.__init__(self, n, num_filters, kernel_size, strides, padding, output_padding, dilation,
-                                 use_bias, activation, data_format, w_init, b_init, dtype, name)
+    Takes every :class:`ConvNDTranspose` argument after ``num_spatial_dims``, in the same order.
+    """
 
-    dims = ", ".join("DHW"[3 - n:])
-    doc = (
-        f"{n}-D transposed convolution: ``ConvNDTranspose`` with ``num_spatial_dims={n}``.\n\n"
-        f"Input ``(N, {dims}, C)`` (channels_last) or ``(N, C, {dims})`` (channels_first).\n"
-        "Takes every ``ConvNDTranspose`` argument except ``num_spatial_dims``."
-    )
-    __init__.__doc__ = doc
-    return type(cls_name, (ConvNDTranspose,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(1, num_filters, *args, **kwargs)
 
 
-Conv1DTranspose = _fixed_dims(1, "Conv1DTranspose")
-Conv2DTranspose = _fixed_dims(2, "Conv2DTranspose")
-Conv3DTranspose = _fixed_dims(3, "Conv3DTranspose")
+class Conv2DTranspose(ConvNDTranspose):
+    """2-D transposed convolution: ``ConvNDTranspose(2, ...)``; input ``(N, H, W, C)`` or ``(N, C, H, W)``.
+
+    Takes every :class:`ConvNDTranspose` argument after ``num_spatial_dims``, in the same order.
+    """
+
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(2, num_filters, *args, **kwargs)
+
+
+class Conv3DTranspose(ConvNDTranspose):
+    """3-D transposed convolution: ``ConvNDTranspose(3, ...)``; input ``(N, D, H, W, C)`` or ``(N, C, D, H, W)``.
+
+    Takes every :class:`ConvNDTranspose` argument after ``num_spatial_dims``, in the same order.
+    """
+
+    def __init__(self, num_filters: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(3, num_filters, *args, **kwargs)
+

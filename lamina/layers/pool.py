@@ -10,7 +10,7 @@ the number of real inputs in its window only (PyTorch's ``count_include_pad=Fals
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -145,31 +145,71 @@ class PoolND(Module):
         return to_data_format(y, n, self.data_format)
 
 
-def _fixed_dims(n: int, reduction: str, cls_name: str) -> type:
-    """Creates ``{Max,Avg}Pool{n}D``: a ``PoolND`` with fixed ``num_spatial_dims`` and ``reduction``."""
+class MaxPool1D(PoolND):
+    """1-D max pooling: ``PoolND(1, 'max', ...)``; input ``(N, W, C)`` or ``(N, C, W)``.
 
-    def __init__(self, pool_size: IntOrSeq = 2, strides: Optional[IntOrSeq] = None, padding: str = "VALID",
-                 data_format: str = "channels_last", name: Optional[str] = None) -> None:
-        PoolND.__init__(self, n, reduction, pool_size, strides, padding, data_format, name)
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
 
-    dims = ", ".join("DHW"[3 - n:])
-    what = "Max" if reduction == "max" else "Average"
-    doc = (
-        f"{n}-D {what.lower()} pooling: ``PoolND`` with ``num_spatial_dims={n}, reduction={reduction!r}``.\n\n"
-        f"Input ``(N, {dims}, C)`` (channels_last) or ``(N, C, {dims})`` (channels_first).\n"
-        "Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``, "
-        "``data_format``, ``name`` (see ``PoolND``)."
-    )
-    __init__.__doc__ = doc
-    return type(cls_name, (PoolND,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(1, 'max', *args, **kwargs)
 
 
-MaxPool1D = _fixed_dims(1, "max", "MaxPool1D")
-MaxPool2D = _fixed_dims(2, "max", "MaxPool2D")
-MaxPool3D = _fixed_dims(3, "max", "MaxPool3D")
-AvgPool1D = _fixed_dims(1, "avg", "AvgPool1D")
-AvgPool2D = _fixed_dims(2, "avg", "AvgPool2D")
-AvgPool3D = _fixed_dims(3, "avg", "AvgPool3D")
+class MaxPool2D(PoolND):
+    """2-D max pooling: ``PoolND(2, 'max', ...)``; input ``(N, H, W, C)`` or ``(N, C, H, W)``.
+
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(2, 'max', *args, **kwargs)
+
+
+class MaxPool3D(PoolND):
+    """3-D max pooling: ``PoolND(3, 'max', ...)``; input ``(N, D, H, W, C)`` or ``(N, C, D, H, W)``.
+
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(3, 'max', *args, **kwargs)
+
+
+class AvgPool1D(PoolND):
+    """1-D average pooling: ``PoolND(1, 'avg', ...)``; input ``(N, W, C)`` or ``(N, C, W)``.
+
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(1, 'avg', *args, **kwargs)
+
+
+class AvgPool2D(PoolND):
+    """2-D average pooling: ``PoolND(2, 'avg', ...)``; input ``(N, H, W, C)`` or ``(N, C, H, W)``.
+
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(2, 'avg', *args, **kwargs)
+
+
+class AvgPool3D(PoolND):
+    """3-D average pooling: ``PoolND(3, 'avg', ...)``; input ``(N, D, H, W, C)`` or ``(N, C, D, H, W)``.
+
+    Args: ``pool_size=2``, ``strides=None`` (= pool_size), ``padding='VALID'``,
+    ``data_format``, ``name`` (see :class:`PoolND`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(3, 'avg', *args, **kwargs)
+
 
 
 class GlobalPool(Module):

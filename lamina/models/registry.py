@@ -55,6 +55,26 @@ def _ensure_defaults() -> None:
         register_model("vit", lambda num_classes, image_size=None, **kw: transformer.ViT(num_classes, image_size=image_size, **kw))
     for arch in ("vit_b_16", "vit_b_32", "vit_l_16"):
         register_model(arch, pretrained_ready(arch, None))
+    register_model("transformer", _sequence_transformer)
+
+
+def _sequence_transformer(num_classes: int, sequence_shape: Any = None, **kw: Any) -> Any:
+    """``transformer``: a Transformer classifier reading each example as a sequence.
+
+    An example of shape ``(d0, d1, ...)`` is read as ``d0`` steps of
+    ``d1 * ...`` features (an image as its rows, a table row as one feature per
+    step); ``sequence_shape = [steps, features]`` is given by the run.
+    """
+    from lamina.layers.containers import Sequential
+    from lamina.layers.reshape import Reshape
+    from lamina.models.transformer import Transformer
+
+    if sequence_shape is None:
+        raise ValueError("model 'transformer' needs sequence_shape=[steps, features] (lamina train sets it from the data)")
+    steps, features = (int(d) for d in sequence_shape)
+    return Sequential([Reshape([steps, features], name="as_sequence"),
+                       Transformer(num_classes=num_classes, input_dim=features, max_len=steps, **kw)],
+                      name="transformer")
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> Any:

@@ -76,7 +76,9 @@ class _EncoderMixin(Module):
 
     def _prepend_cls(self, h: tf.Tensor, mask: Optional[tf.Tensor]) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
         batch = tf.shape(h)[0]
-        cls = tf.tile(cast_like(self.cls_token, h), tf.stack([batch, 1, 1]))
+        # broadcast_to, not tile: tile's gradient transposes an int32 shape tensor, which oneDNN
+        # refuses with a spurious "DT_INT32 only on platforms with AVX-512" error line on stderr.
+        cls = tf.broadcast_to(cast_like(self.cls_token, h), tf.stack([batch, 1, self.model_dim]))
         h = tf.concat([cls, h], axis=1)
         if mask is not None:
             mask = tf.concat([tf.ones(tf.stack([batch, 1]), tf.bool), mask], axis=1)

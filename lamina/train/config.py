@@ -72,6 +72,9 @@ class RunConfig:
     val_split: float = _opt(0.1, fraction, "fraction of the training split held out for validation")
     augment: Optional[str] = _opt(None, lambda n: optional(string(n)), "augmentations, e.g. crop or crop,flip")
     image_size: Optional[List[int]] = _opt(None, lambda n: optional(dims(n)), "resize images to H,W (image folders)")
+    on_bad_file: Optional[str] = _opt(None, lambda n: optional(choice(n, ("skip", "fail"))),
+                                      "a corrupt file met while streaming: skip it (counted, named) or fail "
+                                      "[default: skip when streaming, fail at load in memory]")
     checkpoint_every: Optional[int] = _opt(None, lambda n: optional(positive_int(n)), "also checkpoint every N steps")
     keep_checkpoints: int = _opt(3, positive_int, "recent checkpoints to keep")
     patience: Optional[int] = _opt(None, lambda n: optional(positive_int(n)), "early stopping patience in epochs")
@@ -88,6 +91,9 @@ class RunConfig:
                                     "(a head of another size is dropped with a note)")
     freeze: Optional[str] = _opt(None, lambda n: optional(string(n)),
                                  "freeze 'backbone' (everything but the head) or comma-separated module paths")
+    mlflow: Optional[str] = _opt(None, lambda n: optional(string(n)),
+                                 "log parameters, metrics, plots and the model to MLflow: a tracking URI, or "
+                                 "'local' for ./mlruns (pip install 'lamina[mlflow]')")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

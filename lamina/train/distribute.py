@@ -6,10 +6,14 @@
   machines described by the ``TF_CONFIG`` environment variable).
 * :func:`is_chief` tells whether this process writes checkpoints, logs and plots
   (``chief`` in ``TF_CONFIG`` if there is one, else worker 0).
-* :func:`distribute_dataset` shards a dataset per worker by *data* (every worker
-  reads the whole pipeline and keeps its part of each global batch, so all
-  workers run the same number of steps) and splits each global batch over the
-  replicas.
+* :func:`distribute_dataset` splits each global batch over the replicas. An
+  in-memory (or any plain) dataset is sharded per worker by *data* (every worker
+  runs the whole pipeline and keeps its part of each global batch, so all
+  workers run the same number of steps). A lamina streaming dataset is rebuilt
+  per worker so that each worker reads only its own files: by *file* when the
+  split has at least as many files as there are workers
+  (:func:`shard_policy`), by *data* otherwise (each worker still decodes only
+  its part of every global batch).
 * :func:`configure_cpu_devices` splits the CPU into logical devices, to try a
   ``MirroredStrategy`` on a machine without GPUs (must run before TensorFlow
   initializes its devices).
@@ -32,6 +36,7 @@ __all__ = [
     "worker_info",
     "worker_dir",
     "shard_by_data",
+    "shard_policy",
     "distribute_dataset",
     "configure_cpu_devices",
 ]
@@ -215,8 +220,31 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def shard_policy(num_files: int, num_workers: int) -> "tf.data.experimental.AutoShardPolicy":
+    """How a file-backed dataset is split over workers.
+
+    Args:
+      num_files: files the split is stored in (image files, TFRecord shards).
+      num_workers: workers in the cluster.
+
+    Returns:
+      ``AutoShardPolicy.FILE`` (each worker reads its own files) when there
+      are at least as many files as workers, else ``AutoShardPolicy.DATA``.
+    """
+    policy = tf.data.experimental.AutoShardPolicy
+    return policy.FILE if int(num_files) >= int(num_workers) else policy.DATA
+
+
 def distribute_dataset(strategy: Optional[tf.distribute.Strategy], dataset: Any) -> Any:
     """Distributes a dataset of global batches over the strategy's replicas.
+
+    A streaming lamina dataset (``StreamingDataSet.batches``) under several
+    workers is rebuilt on each worker with ``distribute_datasets_from_function``
+    for its part of the epoch plan: by :func:`shard_policy`, file sharding
+    (the worker reads only its shards; every worker gets the same number of
+    full batches) or data sharding (the common global batches, cut per replica
+    before decoding). Either way, the position in the epoch stays a pure
+    function of ``(seed, epoch, step)``, so resuming is exact.
 
     Args:
       strategy: a strategy, or ``None`` (the dataset is returned as is).
@@ -228,6 +256,24 @@ def distribute_dataset(strategy: Optional[tf.distribute.Strategy], dataset: Any)
     """
     if strategy is None or not isinstance(dataset, tf.data.Dataset):
         return dataset
+    from lamina.data.sharding import WorkerShard, worker_builder
+
+    entry = worker_builder(dataset)
+    _, _, workers = worker_info(strategy)
+    if entry is not None and workers > 1:
+        builder, num_files = entry
+        file_policy = shard_policy(num_files, workers) == tf.data.experimental.AutoShardPolicy.FILE
+        replicas = int(strategy.num_replicas_in_sync)
+
+        def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            shard = WorkerShard(int(context.input_pipeline_id), int(context.num_input_pipelines), replicas,
+                                "file" if file_policy else "data")
+            options = tf.data.Options()
+            # Sharded by the plan already: tf.data must not shard again.
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+            return builder(shard).with_options(options)
+
+        return strategy.distribute_datasets_from_function(per_worker)
     return strategy.experimental_distribute_dataset(shard_by_data(dataset))
 
 

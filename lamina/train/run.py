@@ -35,7 +35,8 @@ from lamina.train.config import ConfigError, RunConfig, RunRecord
 
 __all__ = ["RunDirError", "CONFIG_NAME", "RESUMABLE_OPTIONS", "MAX_CLASSES", "MAX_INPUT_ELEMENTS", "write_record",
            "read_record", "read_config", "original_config", "check_compatible", "has_checkpoint", "epochs_done",
-           "run_lock", "load_run", "load_run_checkpoint", "checkpoint_path", "default_run_dir"]
+           "run_lock", "load_run", "load_run_checkpoint", "checkpoint_info", "describe_checkpoint",
+           "checkpoint_path", "default_run_dir"]
 
 CONFIG_NAME = "config.json"
 
@@ -46,7 +47,7 @@ _IDENTITY_KEYS = ("model", "model_kwargs", "num_classes", "input_shape", "class_
 # below the epochs already done). Any other change (batch size, learning rate or schedule,
 # optimizer, seed, data, validation split, augmentation, ...) would silently train another run.
 RESUMABLE_OPTIONS = ("epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "patience", "check_numerics",
-                     "strategy", "jit", "deterministic", "run_dir")
+                     "strategy", "jit", "deterministic", "mlflow", "run_dir")
 
 # Limits for a config.json read back: a tampered file must not make lamina allocate without bound.
 MAX_CLASSES = 1_000_000
@@ -462,6 +463,37 @@ def _model_values(path: str) -> Optional[int]:
     return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith("model/"))
 
 
+def checkpoint_info(path: str, which: str = "best") -> Dict[str, Any]:
+    """What a run's checkpoint holds: its epoch, step and (for ``best``) the monitored value.
+
+    Args:
+      path: a checkpoint prefix written by the Trainer.
+      which: ``"best"`` or ``"latest"``, recorded as given.
+
+    Returns:
+      ``{"which", "path", "epoch", "step"}`` and ``"value"`` when the best
+      score is stored (``None`` for what the checkpoint does not hold).
+    """
+    info: Dict[str, Any] = {"which": which, "path": path, "epoch": None, "step": None}
+    try:
+        reader = tf.train.load_checkpoint(path)
+        names = reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return info
+    for key, name in (("epoch", "epoch/.ATTRIBUTES/VARIABLE_VALUE"), ("step", "step/.ATTRIBUTES/VARIABLE_VALUE"),
+                      ("value", "callbacks/best_checkpoint/best_value/.ATTRIBUTES/VARIABLE_VALUE")):
+        if name in names:
+            value = reader.get_tensor(name)
+            info[key] = float(value) if key == "value" else int(value)
+    return info
+
+
+def describe_checkpoint(info: Dict[str, Any]) -> str:
+    """``"best checkpoint (epoch 15, step 615)"`` from :func:`checkpoint_info`."""
+    where = ", ".join(f"{k} {info[k]}" for k in ("epoch", "step") if info.get(k) is not None)
+    return f"{info['which']} checkpoint" + (f" ({where})" if where else "")
+
+
 def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[Any, RunRecord]:
     """Rebuilds the model of a run directory and restores its weights.
 
@@ -494,5 +526,7 @@ def default_run_dir(model: str, data: str, root: str = "runs") -> str:
     Returns:
       The path (not created).
     """
-    tag = os.path.basename(os.path.normpath(str(data))).replace(":", "_") or "data"
+    from lamina.data.load import split_source_options
+
+    tag = os.path.basename(os.path.normpath(split_source_options(str(data))[0])).replace(":", "_") or "data"
     return os.path.join(root, f"{model}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -114,6 +114,25 @@ class StepContext:
         """This replica's number of examples in ``batch`` (int32 scalar)."""
         return tf.cast(_leading_size(batch), tf.int32)
 
+    def random_seed(self, salt: int = 0) -> tf.Tensor:
+        """A ``[2]`` int64 seed for stateless random ops (``tf.random.stateless_normal``).
+
+        A pure function of the Trainer's seed, the step, the replica and
+        ``salt``, so a resumed run draws the same numbers as an uninterrupted one
+        (stateful ``tf.random`` ops restart their sequence after a restart).
+
+        Args:
+          salt: distinguishes several draws in one step.
+
+        Returns:
+          The seed tensor.
+        """
+        replica = 0
+        if self._replicas > 1:
+            replica = self._replica.replica_id_in_sync_group
+        base = tf.constant(self.trainer.seed * 1_000_003 + 7919 * int(salt), tf.int64)
+        return tf.stack([base + tf.cast(replica, tf.int64), tf.convert_to_tensor(self.trainer.step)])
+
     # ------------------------------------------------------------- scaling
     def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
         """Scales a replica's mean loss for differentiation.

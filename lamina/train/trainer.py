@@ -37,6 +37,7 @@ from lamina.module import call_with_training
 from lamina.random import set_seed
 from lamina.train import callbacks as cb
 from lamina.train import distribute as distribute_lib
+from lamina.train.callbacks.best_checkpoint import default_tie_break
 from lamina.train.data_source import epoch_data, eval_data
 from lamina.train.exclusive import exclusive
 from lamina.train.log_means import LogMeans
@@ -133,7 +134,9 @@ class Trainer:
       run_dir: folder for checkpoints, logs and plots (``None``: none written).
       checkpoint_every: also checkpoint every N steps (besides each epoch end).
       keep_checkpoints: how many recent checkpoints to keep.
-      monitor: the epoch log deciding the best checkpoint and early stopping.
+      monitor: the epoch log deciding the best checkpoint and early stopping;
+        ties of an accuracy-like monitor go to the epoch with the lower
+        ``val_loss`` (``loss``).
       monitor_mode: ``"max"`` or ``"min"``.
       patience: stop after this many epochs without improvement (``None``: never).
       quiet: print nothing.
@@ -235,7 +238,8 @@ class Trainer:
             self.loss_scale = LossScale() if self.precision.loss_scaling else None
         self._train_logs = LogMeans("train_logs")
         self._eval_logs = LogMeans("eval_logs")
-        self._accum: List[List[tf.Variable]] = []
+        self._accum = tf.Module(name="grad_accumulators")
+        self._accum.sets = []  # one list of accumulators per ctx.apply call of the step
         self.ema = None
         self._train_fn: Optional[Any] = None
         self._train_concrete: Optional[Any] = None
@@ -400,15 +404,15 @@ class Trainer:
         Returns:
           One float32 accumulator per variable.
         """
-        while len(self._accum) <= index:
-            self._accum.append([])
-        if not self._accum[index]:
+        sets = self._accum.sets
+        if index >= len(sets):
             def create(_strategy: Any = None) -> None:
+                made = []
                 with tf.init_scope():
                     for v in variables:
                         with self._scope_strategy.extended.colocate_vars_with(v):
-                            self._accum[index].append(
-                                tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum"))
+                            made.append(tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="accum"))
+                sets.append(made)  # appended whole: the module tracks it (and restores it if a restore waits)
 
             replica = tf.distribute.get_replica_context()
             if tf.distribute.has_strategy() and replica is not None and self.strategy is not None:
@@ -416,7 +420,7 @@ class Trainer:
             else:
                 with self._scope_strategy.scope():
                     create()
-        return self._accum[index]
+        return list(sets[index])
 
     # ------------------------------------------------------------ building
     def build(self, x: Any) -> None:
@@ -426,7 +430,7 @@ class Trainer:
           x: a sample input batch (the inputs only, for the default step).
         """
         with self._scope_strategy.scope():
-            if self._custom_step is None and (not getattr(self.model, "built", True) or not self.model.variables):
+            if x is not None and (not getattr(self.model, "built", True) or not self.model.variables):
                 call_with_training(self.model, self.cast(x), False)
             if self._custom_step is None and self.optimizer is not None and self.trainable_variables():
                 self.optimizer.build(self.trainable_variables())
@@ -438,17 +442,35 @@ class Trainer:
                 self.ema = WeightEMA(self.model, self.ema_decay)
         self._ckpt = None  # the checkpoint picks up what was just created
 
-    def _prepare(self, sample_batch: Any) -> None:
-        if self._custom_step is None:
-            batch = sample_batch
-            if self.strategy is not None and not _is_host_batch(batch):
-                batch = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], batch)
-            self.build(self.unpack(batch)[0])
-        else:
-            self.build(None)
-        self._compile(sample_batch)
+    def _prepare(self, sample_batch: Any, for_training: bool = True) -> None:
+        """Builds what the step needs from a first batch, then makes the step function.
 
-    def _compile(self, sample_batch: Any = None) -> None:
+        The default step builds the model on the batch's inputs; an overridden
+        ``compute_loss`` is run once eagerly on the batch (which builds whatever
+        it calls; the metrics it touches are reset at the epoch start or
+        restored); a custom ``step`` builds lazily, on its first trace.
+        """
+        batch = sample_batch
+        if self.strategy is not None and not _is_host_batch(batch):
+            batch = tf.nest.map_structure(lambda t: self.strategy.experimental_local_results(t)[0], batch)
+        scalars = [t for t in tf.nest.flatten(batch) if getattr(t, "shape", None) is not None and len(t.shape) == 0]
+        if scalars:
+            raise ValueError(
+                "Trainer: every tensor of a batch needs a leading batch dimension, got a scalar "
+                f"{tf.as_dtype(scalars[0].dtype).name}; did you forget .batch() on the dataset?"
+            )
+        if self._custom_step is not None:
+            self.build(None)
+        elif type(self).compute_loss is not Trainer.compute_loss:
+            if self._train_fn is None:
+                with self._scope_strategy.scope():
+                    self._loss_logs(tf.nest.map_structure(tf.convert_to_tensor, batch), training=False)
+            self.build(None)
+        else:
+            self.build(self.unpack(batch)[0])
+        self._compile(sample_batch, trace=for_training)
+
+    def _compile(self, sample_batch: Any = None, trace: bool = True) -> None:
         if self._train_fn is not None:
             return
         signature = None
@@ -461,6 +483,11 @@ class Trainer:
             signature = [tf.nest.map_structure(spec, sample_batch)]
         self._train_fn = tf.function(lambda batch: self._step_graph(batch, True), jit_compile=self.jit_compile,
                                      reduce_retracing=True, input_signature=signature, autograph=self.autograph)
+        if signature is not None and trace:
+            # Trace now, before any restore: whatever the step creates (optimizer slots, gradient
+            # accumulators, lazily built layers) exists when the checkpoint is read back.
+            self._train_concrete = self._train_fn.get_concrete_function()
+            self._train_specs = tf.nest.flatten(signature)
 
     def step_graph(self) -> Optional[tf.Graph]:
         """The traced training step's graph (``None`` before the first step or without a fixed signature)."""
@@ -577,7 +604,8 @@ class Trainer:
             out += [cb.MetricsLog()]
             if self.tensorboard:
                 out.append(cb.TensorBoard())
-            out += [cb.BestCheckpoint(self.monitor, self.monitor_mode), cb.Checkpointing(self.checkpoint_every),
+            out += [cb.BestCheckpoint(self.monitor, self.monitor_mode, default_tie_break(self.monitor)),
+                    cb.Checkpointing(self.checkpoint_every),
                     cb.HistoryPlot(monitor=self.monitor, mode=self.monitor_mode)]
         if not self.quiet:
             out.append(cb.ProgressBar(self.log_every))
@@ -721,7 +749,7 @@ class Trainer:
             for batch in batches:
                 if key not in self._eval_fns:
                     if self._train_fn is None:
-                        self._prepare(batch)
+                        self._prepare(batch, for_training=False)
                     self._eval_fns[key] = tf.function(lambda b: self._step_graph(b, False), reduce_retracing=True,
                                                       autograph=self.autograph)
                 self._metrics_now = metrics

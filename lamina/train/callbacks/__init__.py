@@ -6,6 +6,7 @@ from lamina.train.callbacks.checkpointing import Checkpointing
 from lamina.train.callbacks.early_stopping import EarlyStopping
 from lamina.train.callbacks.learning_rate import LearningRateLogger
 from lamina.train.callbacks.metrics_log import MetricsLog, read_metrics
+from lamina.train.callbacks.mlflow import MLflowLogger
 from lamina.train.callbacks.non_finite import NonFiniteCheck
 from lamina.train.callbacks.plots import HistoryPlot
 from lamina.train.callbacks.progress import ProgressBar, epoch_line
@@ -20,6 +21,7 @@ __all__ = [
     "LearningRateLogger",
     "MetricsLog",
     "read_metrics",
+    "MLflowLogger",
     "NonFiniteCheck",
     "HistoryPlot",
     "ProgressBar",

@@ -79,5 +79,4 @@ class Checkpointing(Callback):
             path = self.trainer.manager("checkpoints").latest_checkpoint
             if not path or not path.endswith(f"-{step}"):
                 return "no checkpoint saved: interrupted again before the save began"
-        self.trainer.log(f"interrupted at step {int(self.trainer.step.numpy())}: checkpoint saved in {self.trainer.run_dir}")
-        return f"checkpoint saved: {path}"
+        return f"checkpoint saved: {path}"  # the one message: KeyboardInterrupt carries it
