@@ -2,8 +2,8 @@
 
 The public API is re-exported here: ``lm.Module``, every layer (``lm.Conv2D``,
 ``lm.Linear``, ...), ``lm.initializers``, ``lm.models``, ``lm.summary`` and
-``lm.set_seed``. The heavier sub-packages (``lm.losses``, ``lm.metrics``,
-``lm.optim``, ``lm.train``, ``lm.data``, ``lm.export``, ``lm.interop``) load on first use, which
+``lm.set_seed``, ``lm.freeze`` / ``lm.unfreeze``. The heavier sub-packages (``lm.losses``, ``lm.metrics``,
+``lm.optim``, ``lm.train``, ``lm.data``, ``lm.export``, ``lm.interop``, ``lm.testing``) load on first use, which
 keeps ``import lamina`` fast. See ``docs/architecture.md`` for the layout.
 """
 
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - exercised in a subprocess test
     ) from None
 
 from lamina import initializers  # noqa: E402
-from lamina.module import InputSpec, Module, call_with_training  # noqa: E402
+from lamina.module import InputSpec, Module, call_with_training, freeze, unfreeze  # noqa: E402
 from lamina.random import get_seed, set_seed  # noqa: E402
 from lamina.layers import *  # noqa: E402,F401,F403
 from lamina import layers, models  # noqa: E402
@@ -50,7 +50,7 @@ from lamina.summary import *  # noqa: E402,F401,F403
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("losses", "metrics", "optim", "train", "data", "export", "interop")
+_LAZY_MODULES = ("losses", "metrics", "optim", "train", "data", "export", "interop", "testing")
 _LAZY_ATTRS = {
     "save_weights": "lamina.export.safetensors",
     "load_weights": "lamina.export.safetensors",
@@ -59,7 +59,7 @@ _LAZY_ATTRS = {
 
 
 def __getattr__(name: str) -> _Any:
-    """Loads ``lm.losses``, ``lm.metrics``, ``lm.optim``, ``lm.train``, ``lm.data``, ``lm.export`` on first use."""
+    """Loads the lazy sub-packages (``_LAZY_MODULES``) and attributes (``_LAZY_ATTRS``) on first use."""
     if name in _LAZY_MODULES:
         module = _importlib.import_module(f"lamina.{name}")
         globals()[name] = module

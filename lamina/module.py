@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -27,7 +28,9 @@ import tensorflow as tf
 
 from lamina import deferred
 
-__all__ = ["Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls", "builds_first"]
+__all__ = [
+    "Module", "InputSpec", "call_with_training", "accepts_training", "observe_calls", "builds_first", "freeze", "unfreeze",
+]
 
 _ctor = threading.local()
 _observers = threading.local()
@@ -95,6 +98,58 @@ def _to_tensor(x: Any) -> Any:
     return x
 
 
+# Top-level packages of Keras (3 and the legacy tf-keras). lamina never imports
+# them: objects are recognized by their type's module name.
+_SYMBOLIC_PACKAGES = ("keras", "tf_keras")
+
+
+# Argument types already seen not to be Keras ones (tf.Tensor, ndarray, bool, ...): one set lookup per argument.
+_NOT_SYMBOLIC: set = set()
+
+
+def _package_of(obj: Any) -> str:
+    return (getattr(type(obj), "__module__", "") or "").split(".", 1)[0]
+
+
+def _check_not_symbolic(module: "Module", args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Rejects Keras symbolic tensors (``keras.Input``) among the call's arguments (one level deep).
+
+    Raises:
+      TypeError: naming the module and the argument.
+    """
+    if all(type(v) in _NOT_SYMBOLIC for v in args) and all(type(v) in _NOT_SYMBOLIC for v in kwargs.values()):
+        return  # the common case: tensors, arrays, bools, None
+    for where, value in list(enumerate(args)) + list(kwargs.items()):
+        items = value if isinstance(value, (list, tuple)) else (value.values() if isinstance(value, dict) else (value,))
+        for item in items:
+            if _package_of(item) in _SYMBOLIC_PACKAGES:
+                what = f"argument {where}" if isinstance(where, int) else f"argument {where!r}"
+                raise TypeError(
+                    module.error(
+                        f"symbolic Keras tensors (keras.Input) are not supported; got a {type(item).__name__} as "
+                        f"{what}. lamina modules take tf.Tensors / NumPy arrays: call the module on data "
+                        "(eagerly or inside a tf.function); lamina does not build Keras models"
+                    )
+                )
+            if not isinstance(item, (list, tuple, dict)):
+                _NOT_SYMBOLIC.add(type(item))
+
+
+def _enclosing_foreign_layer(max_depth: int = 64) -> Optional[Any]:
+    """The Keras layer whose call is on the Python stack, if any (checked once per module, at build)."""
+    frame = sys._getframe(2)
+    depth = 0
+    while frame is not None and depth < max_depth:
+        owner = frame.f_locals.get("self")
+        if owner is not None and _package_of(owner) not in ("lamina",):
+            for cls in type(owner).__mro__:
+                if cls.__name__ == "Layer" and (cls.__module__ or "").split(".", 1)[0] in _SYMBOLIC_PACKAGES:
+                    return owner
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
 def _shape_structure(x: Any) -> Any:
     if _is_tensor_like(x):
         return tf.TensorShape(x.shape)
@@ -108,10 +163,20 @@ def _wrap_call(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapped(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        _check_not_symbolic(self, args, kwargs)
         if args:
             args = (_to_tensor(args[0]),) + args[1:]
         first = args[0] if args else None
         if not self._lamina_built:
+            layer = _enclosing_foreign_layer()
+            if layer is not None:
+                raise TypeError(
+                    self.error(
+                        f"called inside the Keras layer {getattr(layer, 'name', '?')!r} ({type(layer).__name__}); "
+                        "Keras does not track lamina variables, so they would be neither trained nor saved by it. "
+                        "Train lamina modules with lm.train.Trainer or tf.GradientTape, and use Keras layers inside Keras"
+                    )
+                )
             self._lamina_check(first, building=True)
             with tf.init_scope():
                 with self.name_scope:
@@ -122,6 +187,8 @@ def _wrap_call(fn: Callable) -> Callable:
                 if deferred.active():  # load_weights into an unbuilt model: fill what now exists
                     deferred.restore_created()
             self._lamina_built = True
+            if not self._lamina_trainable:
+                self._set_trainable(False)  # children created by ``build`` are frozen too
         self._lamina_check(first, building=False)
         with self.name_scope:
             out = fn(self, *args, **kwargs)
@@ -207,6 +274,7 @@ class Module(tf.Module):
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name=name)
         self._lamina_built = False
+        self._lamina_trainable = True
         self.input_spec: Optional[InputSpec] = None
         # Enter our name scope for the rest of the subclass constructor, so that
         # child modules created there are named ``parent/child``.
@@ -263,22 +331,83 @@ class Module(tf.Module):
             if got is not None and size is not None and got != size:
                 raise ValueError(self.error(f"expected {size} {what} (fixed at first call), got {got}"))
 
+    # --------------------------------------------------------------- freezing
+    @property
+    def trainable(self) -> bool:
+        """Whether this module is trained (``False`` once frozen).
+
+        Setting it sets it on the module and on every lamina module inside it
+        (also those its build creates later), as Keras' ``layer.trainable`` does.
+        A frozen module's variables are left out of ``trainable_variables`` of
+        the module and of every module that contains it (the ``Trainer`` hence
+        leaves them alone); unfreezing a module inside a frozen one does not
+        make it trainable from the outside. A frozen ``BatchNorm`` also runs in
+        inference mode. Checkpoints and ``get_weights`` still hold every variable.
+
+        Raises:
+          TypeError: when set to anything but a bool.
+        """
+        return self._lamina_trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._set_trainable(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # tf.Module skips ``self.x = v`` when ``self.x is v`` already: ``trainable = True``
+        # must still reach the frozen modules inside.
+        if name == "trainable":
+            self._set_trainable(value)
+        else:
+            super().__setattr__(name, value)
+
+    def _set_trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(self.error(f"trainable must be True or False, got {value!r}"))
+        for m in [self, *self.submodules]:
+            if isinstance(m, Module):
+                m._lamina_trainable = bool(value)
+
+    def _frozen_variable_ids(self) -> set:
+        """``id`` of every variable held by a frozen module inside this one."""
+        frozen = set()
+        for m in self.submodules:
+            if isinstance(m, Module) and not m._lamina_trainable:
+                frozen.update(id(v) for v in m.variables)
+        return frozen
+
+    @property
+    def trainable_variables(self) -> Tuple[tf.Variable, ...]:
+        """The trainable variables of this module and its sub-modules, without those of frozen modules.
+
+        Returns:
+          A tuple of variables (those created ``trainable=True`` and not held by
+          a frozen module; empty when this module is frozen).
+        """
+        if not self._lamina_trainable:
+            return ()
+        variables = super().trainable_variables
+        frozen = self._frozen_variable_ids()
+        return tuple(v for v in variables if id(v) not in frozen) if frozen else variables
+
     # ------------------------------------------------------- weights as numpy
     def variable_paths(self, trainable_only: bool = False) -> Dict[str, tf.Variable]:
         """Maps each variable's attribute path (``"blocks/0/conv/weights"``) to it.
 
         Args:
-          trainable_only: keep only trainable variables.
+          trainable_only: keep only the variables in :attr:`trainable_variables`
+            (frozen modules' variables are left out).
 
         Returns:
           An ordered dict from path to ``tf.Variable``.
         """
-        pred = (lambda v: isinstance(v, tf.Variable) and v.trainable) if trainable_only else (
-            lambda v: isinstance(v, tf.Variable)
-        )
+        pred = lambda v: isinstance(v, tf.Variable)  # noqa: E731
+        keep = {id(v) for v in self.trainable_variables} if trainable_only else None
         out: Dict[str, tf.Variable] = {}
         seen = set()
         for path, var in self._flatten(predicate=pred, with_path=True):
+            if keep is not None and id(var) not in keep:
+                continue
             if id(var) in seen:
                 continue
             seen.add(id(var))
@@ -303,10 +432,11 @@ class Module(tf.Module):
 
         Raises:
           ValueError: on a missing, unknown or misshapen entry, no matching name
-            at all, or an unbuilt module (``lm.load_weights`` defers instead).
+            at all, or an unbuilt module (``lm.load_weights`` defers instead; a built
+            module without variables, e.g. ``Flatten``, takes ``{}``).
         """
         variables = self.variable_paths()
-        if not variables:
+        if not variables and not self.built:
             raise ValueError(self.error("has no variables yet; call it once on an input to build it"))
         missing = sorted(set(variables) - set(weights))
         unknown = sorted(set(weights) - set(variables))
@@ -317,7 +447,7 @@ class Module(tf.Module):
             if unknown:
                 parts.append(f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
             raise ValueError(self.error("set_weights: " + "; ".join(parts)))
-        if not set(variables) & set(weights):
+        if variables and not set(variables) & set(weights):
             raise ValueError(self.error(
                 f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
                 f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"
@@ -337,6 +467,50 @@ class Module(tf.Module):
             values[key] = value.astype(var.dtype.as_numpy_dtype, copy=False)
         for key, value in values.items():
             variables[key].assign(value)
+
+
+def _check_module(module: Any, what: str) -> "Module":
+    if not isinstance(module, Module):
+        raise TypeError(f"{what}: expected a lamina Module, got {type(module).__name__}")
+    return module
+
+
+def freeze(module: "Module") -> "Module":
+    """Freezes ``module``: ``module.trainable = False`` (see :attr:`Module.trainable`).
+
+    Its variables leave ``trainable_variables`` of the module and of every module
+    containing it, so the ``Trainer`` (and any ``GradientTape`` over
+    ``trainable_variables``) leaves them alone; a frozen ``BatchNorm`` runs in
+    inference mode. Works before the module is built too. Freeze before the
+    first training step: a compiled step keeps the variables it was traced with.
+
+    Args:
+      module: a lamina module.
+
+    Returns:
+      ``module``.
+
+    Raises:
+      TypeError: if ``module`` is not a lamina ``Module``.
+    """
+    _check_module(module, "freeze").trainable = False
+    return module
+
+
+def unfreeze(module: "Module") -> "Module":
+    """Unfreezes ``module`` and every lamina module inside it: ``module.trainable = True``.
+
+    Args:
+      module: a lamina module.
+
+    Returns:
+      ``module``.
+
+    Raises:
+      TypeError: if ``module`` is not a lamina ``Module``.
+    """
+    _check_module(module, "unfreeze").trainable = True
+    return module
 
 
 @functools.lru_cache(maxsize=None)

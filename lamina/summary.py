@@ -136,8 +136,9 @@ class SummaryResult:
         ``type``, ``input_shape``, ``output_shape``, ``params`` (own),
         ``trainable_params`` (own), ``flops`` (own, summed over calls), ``calls``.
       total_params: every variable's element count (each shared variable once).
-      trainable_params: elements of trainable variables.
-      non_trainable_params: elements of non-trainable variables (e.g. BN moving stats).
+      trainable_params: elements of the model's ``trainable_variables``.
+      non_trainable_params: elements of the other variables (e.g. BN moving
+        stats, and every variable of a frozen module).
       total_bytes: memory of all variables.
       flops: forward FLOPs of the whole batch (see the module docstring).
       input_shape: the shape the model was called on.
@@ -323,6 +324,8 @@ def summary(
     scope_paths = {id(m): (m.name_scope.name.rstrip("/") or m.name) for m in modules}
     use_scope = len(set(scope_paths.values())) == len(scope_paths)
 
+    # Frozen modules' variables count as non-trainable (what the Trainer trains).
+    trainable_ids = {id(v) for v in model.trainable_variables}
     by_id = {id(m): m for m in modules}
     ordered = [k for k in order if k in by_id] + [id(m) for m in modules if id(m) not in records]
     rows: List[Dict[str, Any]] = []
@@ -339,7 +342,7 @@ def summary(
                 "input_shape": rec.get("input_shape"),
                 "output_shape": rec.get("output_shape"),
                 "params": sum(_prod(v.shape) for v in own),
-                "trainable_params": sum(_prod(v.shape) for v in own if v.trainable),
+                "trainable_params": sum(_prod(v.shape) for v in own if id(v) in trainable_ids),
                 "flops": rec.get("flops", 0),
                 "calls": rec.get("calls", 0),
             }
@@ -351,8 +354,8 @@ def summary(
         if id(v) not in seen:
             seen.add(id(v))
             variables.append(v)
-    trainable = sum(_prod(v.shape) for v in variables if v.trainable)
-    non_trainable = sum(_prod(v.shape) for v in variables if not v.trainable)
+    trainable = sum(_prod(v.shape) for v in variables if id(v) in trainable_ids)
+    non_trainable = sum(_prod(v.shape) for v in variables if id(v) not in trainable_ids)
     result = SummaryResult(
         rows=rows,
         total_params=trainable + non_trainable,

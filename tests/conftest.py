@@ -80,3 +80,28 @@ def run_cli(argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(argv)
     return rc, out.getvalue(), err.getvalue()
+
+
+def once_per_session(tmp_path_factory, name, produce):
+    """``produce(folder) -> JSON-able result``, run once per test session, also across pytest-xdist workers.
+
+    The first worker to ask runs it in ``<session tmp>/<name>`` under a file lock
+    and stores the result next to it; the others wait and read it (so one
+    costly subprocess serves the tests of every worker).
+    """
+    import json
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return produce(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    out = root / f"{name}.json"
+    with FileLock(str(out) + ".lock"):
+        if out.is_file():
+            return json.loads(out.read_text())
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        data = produce(folder)
+        out.write_text(json.dumps(data))
+    return data

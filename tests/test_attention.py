@@ -80,6 +80,55 @@ def test_cross_attention_with_full_mask_matches_torch(rng):
     assert_close(out, t2n(t_out), atol=2e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Lower right causal bias")  # torch: NaN rows for Tq > Tk; we compare masks
+@pytest.mark.parametrize("tq, tk, offset", [(1, 7, None), (3, 7, None), (7, 7, None), (9, 7, None), (2, 7, 1),
+                                             (tf.constant(3), tf.constant(7), tf.constant(0))])
+def test_causal_mask_is_bottom_right_like_torch_causal_lower_right(tq, tk, offset):
+    """Query i sits at position offset + i (default Tk - Tq): FlashAttention 2's and PyTorch's
+    causal_lower_right alignment (torch's SDPA is_causal is top-left: not used)."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    from lamina.layers.attention import causal_mask
+
+    got = causal_mask(tq, tk, offset).numpy()
+    nq, nk = int(tq), int(tk)
+    if offset is None:
+        ref = causal_lower_right(nq, nk)._materialize().numpy()
+    else:  # the NumPy reference: key j visible to query i iff j <= offset + i
+        ref = np.arange(nk)[None, :] <= int(offset) + np.arange(nq)[:, None]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_causal_attention_with_fewer_queries_matches_torch_and_decoding(rng):
+    """The last token decoded alone sees every key: a(h[:, -1:], h) == a(h)[:, -1:] (it saw only
+    key 0 with the old top-left mask), and the outputs equal SDPA with causal_lower_right."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    h = rng.standard_normal((B, TK, D)).astype(np.float32)
+    mha = MultiHeadAttention(HEADS, D // HEADS)
+    full = mha(h, causal=True).numpy()
+    assert_close(mha(h[:, -1:], h, causal=True), full[:, -1:], atol=1e-6)
+    assert_close(mha(h[:, -3:], h, causal=True), full[:, -3:], atol=1e-6)
+    # The same tokens with an explicit position offset (e.g. queries 2..4 of 7 keys).
+    assert_close(mha(h[:, 2:5], h, causal=True, query_offset=2), full[:, 2:5], atol=1e-6)
+
+    tq = 3
+    q = torch.tensor(h[:, -tq:])
+    tx = torch.tensor(h)
+    w = {k: torch.tensor(v) for k, v in mha.get_weights().items()}
+
+    def heads(t, name):  # (B, T, D) -> (B, heads, T, D // heads)
+        y = t @ w[f"{name}_proj/weights"] + w[f"{name}_proj/bias"]
+        return y.reshape(B, -1, HEADS, D // HEADS).transpose(1, 2)
+
+    attn = torch.nn.functional.scaled_dot_product_attention(
+        heads(q, "query"), heads(tx, "key"), heads(tx, "value"), attn_mask=causal_lower_right(tq, TK))
+    ref = attn.transpose(1, 2).reshape(B, tq, D) @ w["output_proj/weights"] + w["output_proj/bias"]
+    assert_close(mha(h[:, -tq:], h, causal=True), t2n(ref), atol=2e-6)
+    with pytest.raises(ValueError, match="query_offset only applies to causal attention"):
+        mha(h, query_offset=1)
+
+
 def test_value_and_output_sizes_against_numpy(rng):
     q = rng.standard_normal((B, TQ, D)).astype(np.float32)
     kv = rng.standard_normal((B, TK, 5)).astype(np.float32)

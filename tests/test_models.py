@@ -426,3 +426,42 @@ def test_convnet_pooled_side_gradient_matches_composite(dtype, activation):
             assert np.abs(p).max() > 0, path
         else:
             np.testing.assert_array_equal(f, p, err_msg=path)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla", "mirrored", "mirrored_function"])
+def test_convnet_pooled_side_gradient_in_every_mode(mode):
+    """The default ConvNet (pooled-side custom gradient) builds and differentiates
+    under tf.function, XLA and a tf.distribute strategy, with the composite's
+    gradients. Before the fix, building it in any strategy's scope raised
+    "@tf.custom_gradient grad_fn must accept keyword argument 'variables'"
+    (the distributed bias variable itself went into the custom-gradient function)."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mode.startswith("mirrored") else None
+    with strategy.scope() if strategy else tf.device("/cpu:0"):
+        model = ConvNet(10, widths=(8, 16), hidden=16)
+        x = 3.0 * tf.random.stateless_normal([4, 9, 9, 1], seed=[5, 6])
+        model(x)
+    up = tf.random.stateless_normal([4, 10], seed=[7, 8])
+
+    def grads():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(model(x) * up)
+        return tape.gradient(loss, [x] + list(model.trainable_variables))
+
+    def run():
+        if mode == "eager":
+            return grads()
+        if mode == "mirrored":
+            return strategy.run(grads)
+        fn = tf.function(grads, jit_compile=mode == "xla")
+        return strategy.run(fn) if strategy else fn()
+
+    assert all(b._pool_act == "relu" for b in model.blocks)
+    fast = [g.numpy() for g in run()]
+    for b in model.blocks:
+        b._pool_act = None  # the composite, differentiated by TensorFlow
+    plain = [g.numpy() for g in run()]
+    names = ["input"] + [v.name for v in model.trainable_variables]
+    for name, f, p in zip(names, fast, plain):
+        assert np.abs(p).max() > 0, name
+        np.testing.assert_allclose(f, p, rtol=1e-5, atol=1e-5 * np.abs(p).max(), err_msg=name)

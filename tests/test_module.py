@@ -261,3 +261,58 @@ def test_import_without_tensorflow_says_which_extra(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: lamina needs TensorFlow")
     assert "lamina[cpu]" in last and "lamina[gpu]" in last
+
+
+def test_symbolic_keras_inputs_fail_clearly():
+    """keras.Input (a KerasTensor) is refused with a TypeError naming the module, not an
+    AttributeError from deep inside the build; lamina itself never imports Keras."""
+    keras = pytest.importorskip("keras")
+    conv = lm.Conv2D(4, name="conv")
+    with pytest.raises(TypeError, match=r"Conv2D 'conv': symbolic Keras tensors \(keras.Input\) are not supported; "
+                                        r"got a KerasTensor as argument 0\. lamina modules take tf.Tensors / NumPy"):
+        conv(keras.Input((8, 8, 3)))
+    assert not conv.built
+    assert conv(tf.zeros([1, 8, 8, 3])).shape == (1, 8, 8, 4)  # still usable on data
+    mha = lm.MultiHeadAttention(2, 4, name="mha")
+    with pytest.raises(TypeError, match="MultiHeadAttention 'mha': .*KerasTensor as argument 'key'"):
+        mha(tf.zeros([1, 3, 8]), key=keras.Input((3, 8)))
+
+
+def test_lamina_module_inside_a_keras_layer_fails_clearly():
+    """Keras does not track lamina variables: a lamina module built inside a Keras layer's
+    call (functional or subclassed model) would be silently left untrained. It raises."""
+    keras = pytest.importorskip("keras")
+
+    class Wrap(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="wrap")
+            self.inner = lm.Linear(3, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    with pytest.raises(TypeError, match=r"Linear 'inner': called inside the Keras layer 'wrap' \(Wrap\); Keras does "
+                                        r"not track lamina variables"):
+        inp = keras.Input((5,))
+        keras.Model(inp, Wrap()(inp))
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__(name="sub")
+            self.inner = lm.Linear(3, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    with pytest.raises(TypeError, match=r"Linear 'inner': called inside the Keras layer 'sub' \(Sub\)"):
+        Sub()(tf.zeros([2, 5]))
+
+
+def test_set_weights_of_a_built_module_without_variables():
+    flat = lm.Flatten(name="flat")
+    with pytest.raises(ValueError, match="Flatten 'flat': has no variables yet; call it once"):
+        flat.set_weights({})
+    flat(tf.zeros([1, 2, 3]))
+    flat.set_weights(flat.get_weights())  # {} -> {}: nothing to set, nothing missing
+    with pytest.raises(ValueError, match=r"Flatten 'flat': set_weights: unknown \['w'\]"):
+        flat.set_weights({"w": np.zeros(1)})

@@ -138,6 +138,42 @@ def test_forget_bias_is_added_to_forget_gate(rng):
 
 
 # ---------------------------------------------------------------- tracing
+def test_lstm_matches_sonnet2_with_copied_weights(rng):
+    """Sonnet 2's snt.LSTM adds forget_bias to b_f once, at initialization: lamina's default
+    LSTM (unit_forget_bias=True, forget_bias=0) is the same cell. Copying w_i, w_h and b
+    reproduces its outputs and states; the old docs' forget_bias=1.0 adds the 1 again."""
+    snt = pytest.importorskip("sonnet")
+    T, Bt, F, H = 6, 3, 5, 4
+    x = rng.standard_normal((Bt, T, F)).astype(np.float32)
+    core = snt.LSTM(H)
+    core(tf.zeros([Bt, F]), core.initial_state(Bt))  # builds w_i, w_h, b
+    fresh = LSTM(H)
+    fresh(tf.zeros([1, F]), fresh.initial_state(1))
+    np.testing.assert_array_equal(fresh.bias.numpy(), core.b.numpy())  # the same initial bias [0, 1, 0, 0]
+    core.b.assign(core.b + rng.standard_normal(4 * H).astype(np.float32) * 0.3)  # a trained-looking bias
+
+    def copied(**kw):
+        lstm = LSTM(H, **kw)
+        lstm(tf.zeros([1, F]), lstm.initial_state(1))
+        lstm.input_weights.assign(core.input_to_hidden)
+        lstm.recurrent_weights.assign(core.hidden_to_hidden)
+        lstm.bias.assign(core.b)
+        return unroll(lstm, x)
+
+    state = core.initial_state(Bt)
+    outs = []
+    for t in range(T):
+        out, state = core(tf.constant(x[:, t]), state)
+        outs.append(out.numpy())
+    ref_out, ref_state = np.stack(outs, 1), state
+    out, final = copied()
+    assert_close(out, ref_out, atol=1e-5)
+    assert_close(final.hidden, ref_state.hidden, atol=1e-5)
+    assert_close(final.cell, ref_state.cell, atol=1e-5)
+    wrong, _ = copied(forget_bias=1.0, unit_forget_bias=False)  # what docs/sequence.md used to say
+    assert np.abs(wrong.numpy() - ref_out).max() > 1e-2
+
+
 def test_one_trace_serves_every_length(rng):
     core = LSTM(H)
     unroll(core, np.zeros((1, 1, F), np.float32))  # build first: a first call that creates variables traces twice

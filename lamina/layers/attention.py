@@ -23,7 +23,7 @@ from lamina.layers.linear import Linear
 from lamina.layers.norm import LayerNorm
 from lamina.module import InputSpec, Module
 
-__all__ = ["MultiHeadAttention", "TransformerEncoderBlock", "attention_mask"]
+__all__ = ["MultiHeadAttention", "TransformerEncoderBlock", "attention_mask", "causal_mask"]
 
 MASK_VALUE = -1e9
 
@@ -36,27 +36,62 @@ def _check_rate(rate: Any, what: str, owner: str) -> float:
     return float(rate)
 
 
+def causal_mask(query_len: Any, key_len: Any, query_offset: Any = None) -> tf.Tensor:
+    """The ``(Tq, Tk)`` causal mask: query ``i`` sits at position ``query_offset + i`` and sees keys up to it.
+
+    The default offset ``Tk - Tq`` aligns the queries with the *last* keys
+    (bottom-right, as FlashAttention 2 >= 2.1 and PyTorch's
+    ``torch.nn.attention.bias.causal_lower_right``): a single query decoded
+    after ``Tk - 1`` cached keys sees all of them. With ``Tq == Tk`` it is the
+    usual lower triangle. Queries before the first key (``Tq > Tk``, or a
+    negative offset) see nothing.
+
+    Args:
+      query_len: ``Tq`` (int or scalar int tensor).
+      key_len: ``Tk`` (int or scalar int tensor).
+      query_offset: the position of the first query among the keys (int or
+        scalar int tensor); ``None`` for ``Tk - Tq``.
+
+    Returns:
+      A ``(Tq, Tk)`` boolean tensor, ``True`` = may attend.
+    """
+    if query_offset is None:
+        query_offset = key_len - query_len
+    positions = tf.range(query_len)[:, tf.newaxis] + tf.cast(query_offset, tf.int32)
+    return positions >= tf.range(key_len)[tf.newaxis, :]
+
+
 def attention_mask(
-    mask: Optional[Any], causal: bool, query_len: Any, key_len: Any, owner: str = "attention_mask"
+    mask: Optional[Any],
+    causal: bool,
+    query_len: Any,
+    key_len: Any,
+    owner: str = "attention_mask",
+    query_offset: Any = None,
 ) -> Optional[tf.Tensor]:
     """Combines a padding / full mask and a causal mask into one ``(B|1, 1, Tq, Tk)`` boolean.
 
     Args:
       mask: ``None``, a ``(B, Tk)`` key padding mask, a ``(B, Tq, Tk)`` mask or a
         ``(B, heads, Tq, Tk)`` mask; ``True`` = may attend.
-      causal: also forbid query ``i`` to attend to keys ``j > i``
-        (top-left aligned, as ``torch.nn.functional.scaled_dot_product_attention``).
+      causal: also forbid query ``i`` to attend to keys after its position
+        ``query_offset + i`` (:func:`causal_mask`; bottom-right aligned by default).
       query_len: ``Tq`` (int or scalar tensor).
       key_len: ``Tk`` (int or scalar tensor).
       owner: the module description used in error messages.
+      query_offset: with ``causal``, the first query's position among the keys
+        (default ``Tk - Tq``).
 
     Returns:
       A boolean tensor broadcastable to ``(B, heads, Tq, Tk)``, or ``None`` when
       nothing is masked.
 
     Raises:
-      ValueError: for a mask of the wrong rank or size.
+      ValueError: for a mask of the wrong rank or size, or a ``query_offset``
+        without ``causal``.
     """
+    if query_offset is not None and not causal:
+        raise ValueError(f"{owner}: query_offset only applies to causal attention (causal=True)")
     out = None
     if mask is not None:
         m = tf.convert_to_tensor(mask)
@@ -81,8 +116,7 @@ def attention_mask(
             )
         out = m
     if causal:
-        ones = tf.ones(tf.stack([query_len, key_len]), tf.int8)
-        c = tf.cast(tf.linalg.band_part(ones, -1, 0), tf.bool)[tf.newaxis, tf.newaxis]
+        c = causal_mask(query_len, key_len, query_offset)[tf.newaxis, tf.newaxis]
         out = c if out is None else tf.logical_and(out, c)
     return out
 
@@ -176,6 +210,7 @@ class MultiHeadAttention(Module):
         causal: bool = False,
         training: Any = False,
         return_weights: bool = False,
+        query_offset: Any = None,
     ) -> Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]:
         """Attends from ``query`` to ``key``/``value``.
 
@@ -185,15 +220,22 @@ class MultiHeadAttention(Module):
           value: ``(B, Tk, Dv)``; defaults to ``key``.
           mask: ``None``, a ``(B, Tk)`` key padding mask, or a ``(B, Tq, Tk)``
             (or ``(B, heads, Tq, Tk)``) mask; ``True`` = may attend.
-          causal: forbid attending to later keys (``j > i``).
+          causal: forbid attending to later keys: query ``i`` sits at position
+            ``query_offset + i`` and sees keys ``j <= query_offset + i``; by
+            default the queries are the *last* ``Tq`` positions (bottom-right
+            alignment), so ``mha(h[:, -1:], h, causal=True)`` equals
+            ``mha(h, causal=True)[:, -1:]``.
           training: apply attention dropout.
           return_weights: also return the attention weights ``(B, heads, Tq, Tk)`` (float32).
+          query_offset: with ``causal``, the first query's position among the
+            keys (int or scalar int tensor; default ``Tk - Tq``).
 
         Returns:
           ``(B, Tq, output_size)``, or ``(output, weights)`` with ``return_weights``.
 
         Raises:
-          ValueError: for inputs of the wrong rank, mismatched key/value lengths or a bad mask.
+          ValueError: for inputs of the wrong rank, mismatched key/value lengths, a bad
+            mask, or a ``query_offset`` without ``causal``.
         """
         key = query if key is None else self._like_query(key, query)
         value = key if value is None else self._like_query(value, query)
@@ -210,7 +252,7 @@ class MultiHeadAttention(Module):
         logits = logits * (1.0 / math.sqrt(self.key_size))
         tq = query.shape[1] if query.shape[1] is not None else tf.shape(query)[1]
         tk = key.shape[1] if key.shape[1] is not None else tf.shape(key)[1]
-        m = attention_mask(mask, causal, tq, tk, self.describe())
+        m = attention_mask(mask, causal, tq, tk, self.describe(), query_offset=query_offset)
         if m is not None:
             logits = tf.where(m, logits, tf.constant(MASK_VALUE, tf.float32))
         weights = tf.nn.softmax(logits, axis=-1)

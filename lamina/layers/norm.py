@@ -85,7 +85,11 @@ class BatchNorm(_Normalization):
     With ``training=True`` the layer normalizes with the batch mean and (biased)
     variance and updates the moving averages in the same call (also inside a
     ``tf.function``); with ``training=False`` or ``None`` it uses the moving
-    averages.
+    averages. A frozen layer (``lm.freeze``, ``trainable = False``, also through
+    a frozen parent) always runs in inference mode: it normalizes with the
+    moving averages and leaves them unchanged, whatever ``training`` says (as
+    Keras does, so that fine-tuning a frozen backbone does not drift its
+    statistics; in PyTorch one calls ``.eval()`` on the frozen part instead).
 
     Inside a ``tf.distribute`` replica context with more than one replica the
     batch statistics are computed over the global batch (synchronized batch
@@ -298,7 +302,7 @@ class BatchNorm(_Normalization):
           x: a floating tensor of rank >= 2 with ``channels`` on the channel axis.
           training: ``True`` to use (and fold into the moving averages) the batch
             statistics; ``False``/``None`` to use the moving averages. May be a
-            scalar bool tensor.
+            scalar bool tensor. Ignored (inference) while the layer is frozen.
 
         Returns:
           The normalized tensor, same shape and dtype as ``x``.
@@ -310,6 +314,8 @@ class BatchNorm(_Normalization):
         if x.shape.rank is None:
             raise ValueError(self.error("the input rank must be known"))
         training = resolve_training(training, self.describe())
+        if not self.trainable:
+            training = False  # frozen: inference mode, moving statistics untouched
         # Half-precision x reaches the fused kernel as it is; the other paths cast it.
         if training is True:
             y = self._train(x)

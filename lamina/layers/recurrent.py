@@ -226,11 +226,12 @@ class LSTM(_GatedCore):
     ``bias`` ``(4H,)``. The state is ``LSTMState(hidden=h, cell=c)``; the output is ``h'``.
 
     ``forget_bias`` is a constant added to the forget gate's pre-activation at
-    every step (Sonnet's style); it defaults to ``0`` so that weights copied from
-    ``torch.nn.LSTM`` (bias = ``b_ih + b_hh``) reproduce PyTorch exactly.
+    every step (TensorFlow 1's ``LSTMCell`` style); it defaults to ``0`` so that
+    weights copied from ``torch.nn.LSTM`` (bias = ``b_ih + b_hh``) or Sonnet 2's
+    ``snt.LSTM`` (``w_i``, ``w_h``, ``b``) reproduce them exactly.
     ``unit_forget_bias`` (default on) instead *initializes* the forget-gate slice
-    of ``bias`` to 1 (Keras' style), which helps early training and does not
-    change the formula.
+    of ``bias`` to 1 (Keras' ``unit_forget_bias``; Sonnet 2's ``forget_bias=1.0``
+    does the same), which helps early training and does not change the formula.
 
     Args:
       hidden_size: ``H`` (> 0).

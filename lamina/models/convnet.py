@@ -67,7 +67,7 @@ def _activated_max_pool(y: tf.Tensor, bias: tf.Tensor, activation: str, pool: Ma
 
     Args:
       y: the convolution's output, channels last, without bias.
-      bias: a vector of ``y``'s dtype.
+      bias: a vector of ``y``'s dtype (a tensor or a variable, also a distributed one).
       activation: ``"relu"`` or ``"relu6"``.
       pool: the max-pool (channels last).
 
@@ -75,6 +75,11 @@ def _activated_max_pool(y: tf.Tensor, bias: tf.Tensor, activation: str, pool: Ma
       The pooled activations.
     """
     act, act_grad = _POOL_COMMUTING[activation]
+    # A tensor, not the variable: ``tf.custom_gradient`` only accepts a plain
+    # ResourceVariable as an argument; a distributed (MirroredVariable) one is
+    # seen as a variable read inside the function, which then needs a
+    # ``variables=`` gradient. The read is the same op the function did anyway.
+    bias = tf.convert_to_tensor(bias)
 
     @tf.custom_gradient
     def f(y: tf.Tensor, bias: tf.Tensor) -> Tuple[tf.Tensor, Callable]:
