@@ -315,10 +315,10 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
     config = config.replace(run_dir=run_dir)
     from lamina.train.run import run_lock
 
-    held.enter_context(run_lock(run_dir, strategy))  # released however train_run ends
+    lock = held.enter_context(run_lock(run_dir, strategy))  # released however train_run ends
     from lamina.fileio import remove_stale_temporaries
 
-    remove_stale_temporaries(run_dir)  # what a killed run left half-written (we hold the lock)
+    remove_stale_temporaries(lock.folder)  # what a killed run left half-written in the folder we hold
     model_kwargs: Dict[str, Any] = {}
     shape = [int(d) for d in dataset.input_shape]
     if config.model == "vit":

@@ -387,9 +387,9 @@ def _json(path: str, drop: Tuple[str, ...] = ()) -> Any:
 
 
 def run_state(run_dir: str) -> Dict[str, Any]:
-    """What must be identical between a resumed run and an uninterrupted one."""
+    """What must be identical between a resumed run and an uninterrupted one (the folder's own path as ``RUN``)."""
     files = tree(run_dir)
-    return {
+    state = {
         "checkpoints": _checkpoint_state(os.path.join(run_dir, "checkpoints")),
         "best": _checkpoint_state(os.path.join(run_dir, "best")),
         "metrics": _jsonl(os.path.join(run_dir, "metrics.jsonl")),
@@ -398,6 +398,7 @@ def run_state(run_dir: str) -> Dict[str, Any]:
         "files": sorted(k for k in files if not hidden(k)),
         "leftovers": sorted(k for k in files if hidden(k)),
     }
+    return json.loads(json.dumps(state).replace(json.dumps(run_dir)[1:-1], "RUN"))
 
 
 def differences(got: Dict[str, Any], want: Dict[str, Any]) -> List[str]:
@@ -646,8 +647,6 @@ def resume_scenario(work: str) -> Dict[str, Any]:
     ref = os.path.join(work, "ref")
     cli(train_argv(data, ref))
     got, want = run_state(run), run_state(ref)
-    for state in (got, want):  # the two folders' own paths differ
-        state["config"].pop("run_dir", None)
     return {"left": left, "code": code, "stdout": out, "stderr": err, "differences": differences(got, want)}
 
 

@@ -331,7 +331,7 @@ def test_a_checkpoint_state_file_pointing_into_another_run_is_not_followed(train
                 f'all_model_checkpoint_paths: "{foreign}"\n')
     code, out, err = cli(["evaluate", run, "--checkpoint", "latest"])
     assert code == 0, err
-    assert f"checkpoint: {os.path.join(run, 'checkpoints', 'ckpt-3')}" in out
+    assert f"latest checkpoint (epoch 1, step 3): {os.path.join(run, 'checkpoints', 'ckpt-3')}\n" in out
     assert "outside its folder; ignored" in err
     assert lm.train.run.epochs_done(run) == 1  # not the foreign run's 2
     # A checkpoints folder that is a symbolic link to the other run is refused.
@@ -362,7 +362,7 @@ def test_a_damaged_best_falls_back_to_the_latest_with_a_warning(run_copy):
     code, out, err = cli(["evaluate", run])
     assert code == 0, err
     latest = latest_good_checkpoint(os.path.join(run, "checkpoints"))
-    assert f"checkpoint: {latest}" in out
+    assert f"latest checkpoint (epoch 2, step 6): {latest}\n" in out
     [line] = err.strip().splitlines()
     assert line.startswith("lamina: warning: ") and "best: no intact checkpoint" in line
     assert line.endswith(f"using the latest checkpoint {os.path.normpath(latest)}")

@@ -468,12 +468,15 @@ def checkpoint_info(path: str, which: str = "best") -> Dict[str, Any]:
 
     Args:
       path: a checkpoint prefix written by the Trainer.
-      which: ``"best"`` or ``"latest"``, recorded as given.
+      which: ``"best"`` or ``"latest"``, recorded as given (``"latest"`` for a
+        ``best`` request answered from ``checkpoints/``).
 
     Returns:
       ``{"which", "path", "epoch", "step"}`` and ``"value"`` when the best
       score is stored (``None`` for what the checkpoint does not hold).
     """
+    if which == "best" and os.path.basename(os.path.dirname(path)) == "checkpoints":
+        which = "latest"  # best/ was damaged: checkpoint_path fell back to the latest
     info: Dict[str, Any] = {"which": which, "path": path, "epoch": None, "step": None}
     try:
         reader = tf.train.load_checkpoint(path)
