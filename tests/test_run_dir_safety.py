@@ -533,3 +533,46 @@ def test_one_trainer_refuses_a_second_thread_while_it_runs():
         worker.join(60)
     assert int(trainer.step.numpy()) == 4  # the first fit ran its 4 steps alone
     assert set(trainer.evaluate((x, y), batch_size=8)) == {"loss", "accuracy"}  # free again
+
+
+class _Killed(BaseException):
+    """A crash right after a step's periodic checkpoint (no interrupt handling runs)."""
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_a_crash_after_an_epochs_last_step_resumes_identically(tmp_path, grad_accum):
+    """Killed between the periodic save of an epoch's last step and the epoch's end: the resumed run
+    restores the epoch's running means (and gradient accumulators spanning the epoch boundary)."""
+    from lamina.train import Callback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(36, 5)).astype("float32")
+    y = np.arange(36) % 3
+
+    def data(epoch, skip_batches):
+        order = np.random.default_rng(epoch).permutation(36)
+        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(12).skip(skip_batches)
+
+    def trainer(run):
+        return lm.train.Trainer(lm.models.MLP([8], 3), "adam", quiet=True, run_dir=run, tensorboard=False, seed=0,
+                                monitor="accuracy", checkpoint_every=3, grad_accum_steps=grad_accum)
+
+    class Crash(Callback):
+        def on_step_end(self, step, logs):
+            if step == 3:  # after Checkpointing saved ckpt-3 with the epoch not yet closed
+                raise _Killed
+
+    ref = str(tmp_path / "ref")
+    trainer(ref).fit(data, epochs=2)
+    run = str(tmp_path / "run")
+    with pytest.raises(_Killed):
+        trainer(run).fit(data, epochs=2, callbacks=[Crash()])
+    trainer(run).fit(data, epochs=2)
+    metrics = [[{k: v for k, v in json.loads(l).items() if k not in ("time", "images_per_sec")}
+                for l in open(os.path.join(d, "metrics.jsonl"))] for d in (ref, run)]
+    assert metrics[0] == metrics[1] and "loss" in metrics[1][0]
+    a, b = (tf.train.load_checkpoint(os.path.join(d, "checkpoints", "ckpt-6")) for d in (ref, run))
+    keys = [k for k in a.get_variable_to_shape_map() if not k.startswith(("save_counter", "_CHECKPOINTABLE"))]
+    assert any(k.startswith("accum/") for k in keys) == (grad_accum > 1)
+    for key in keys:
+        np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key), err_msg=key)

@@ -408,26 +408,18 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
         raise RunDirError(f"run directory {run_dir!r} was trained without --ema: it has no weight average")
     source = os.path.join(run_dir, CONFIG_NAME)
 
-    def build() -> Any:
-        try:
-            built = create_model(record.config.model, record.num_classes, **record.model_kwargs)
-            built(tf.zeros((1, *record.input_shape), tf.float32), training=False)
-        except (TypeError, ValueError, KeyError, tf.errors.InvalidArgumentError) as e:
-            raise RunDirError(f"{source}: cannot build model {record.config.model!r} with input shape "
-                              f"{tuple(record.input_shape)} and {record.model_kwargs}: "
-                              f"{' '.join(str(e).split())[:200]}") from None
-        return built
-
-    # First in a throw-away graph, where variables take no memory: a config.json edited to
-    # describe a bigger model than its checkpoint holds must not allocate it.
-    with tf.Graph().as_default():
-        wanted = sum(math.prod(v.shape.as_list()) for v in build().variables)
     path = checkpoint_path(run_dir, which)
-    saved = _model_values(path)
-    if saved is not None and wanted > saved:
-        raise RunDirError(f"{source} describes a model of {wanted:,} values, but its checkpoint holds {saved:,}: "
-                          "they do not match (edited config.json?)")
-    model = build()
+    _check_model_size(record, path, source)
+    try:
+        model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
+        model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+    except (TypeError, ValueError, KeyError, tf.errors.InvalidArgumentError) as e:
+        raise RunDirError(f"{source}: cannot build model {record.config.model!r} with input shape "
+                          f"{tuple(record.input_shape)} and {record.model_kwargs}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    except (MemoryError, tf.errors.ResourceExhaustedError):
+        raise RunDirError(f"{source}: model {record.config.model!r} with input shape {tuple(record.input_shape)} "
+                          f"and {record.num_classes} classes does not fit in memory (edited config.json?)") from None
     parts: Dict[str, Any] = {"model": model}
     ema = None
     if weights == "ema":
@@ -452,15 +444,6 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
     if ema is not None:
         ema.copy_to()
     return model, record, path
-
-
-def _model_values(path: str) -> Optional[int]:
-    """How many values a checkpoint holds for its ``model/`` variables (``None`` if it cannot be read)."""
-    try:
-        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError):
-        return None
-    return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith("model/"))
 
 
 def checkpoint_info(path: str, which: str = "best") -> Dict[str, Any]:
@@ -495,6 +478,31 @@ def describe_checkpoint(info: Dict[str, Any]) -> str:
     """``"best checkpoint (epoch 15, step 615)"`` from :func:`checkpoint_info`."""
     where = ", ".join(f"{k} {info[k]}" for k in ("epoch", "step") if info.get(k) is not None)
     return f"{info['which']} checkpoint" + (f" ({where})" if where else "")
+
+
+def _check_model_size(record: RunRecord, path: str, source: str) -> None:
+    """Refuses, before anything is allocated, a config.json that describes more weights than its checkpoint holds.
+
+    The model is first built in a throw-away graph, where variables take no
+    memory (and no seed is consumed): a ``model_kwargs`` or input shape edited
+    to something huge is one line, not an out-of-memory kill. A model that
+    cannot be built that way is not checked here.
+    """
+    from lamina.models.registry import create_model
+    from lamina.random import preserved_seeds
+
+    try:
+        with preserved_seeds(), tf.Graph().as_default():
+            model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
+            model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+            wanted = sum(math.prod(v.shape.as_list()) for v in model.variables)
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    except Exception:  # noqa: BLE001 - the real build below reports what is wrong
+        return
+    saved = sum(math.prod(shape) for key, shape in shapes.items() if key.startswith("model/"))
+    if wanted > saved:
+        raise RunDirError(f"{source} describes a model of {wanted:,} weights, but its checkpoint {path} holds "
+                          f"{saved:,}: they do not match (an edited config.json?)")
 
 
 def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[Any, RunRecord]:
