@@ -29,7 +29,6 @@ import builtins
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import os
 import re
@@ -386,8 +385,12 @@ def _json(path: str, drop: Tuple[str, ...] = ()) -> Any:
     return {k: v for k, v in data.items() if k not in drop} if isinstance(data, dict) else data
 
 
-def run_state(run_dir: str) -> Dict[str, Any]:
-    """What must be identical between a resumed run and an uninterrupted one (the folder's own path as ``RUN``)."""
+def run_state(run_dir: str, written_at: Optional[str] = None) -> Dict[str, Any]:
+    """What must be identical between a resumed run and an uninterrupted one.
+
+    The path the run was written at (``written_at``, default ``run_dir``: a
+    folder moved after its run keeps its old path in its files) reads ``RUN``.
+    """
     files = tree(run_dir)
     state = {
         "checkpoints": _checkpoint_state(os.path.join(run_dir, "checkpoints")),
@@ -398,7 +401,7 @@ def run_state(run_dir: str) -> Dict[str, Any]:
         "files": sorted(k for k in files if not hidden(k)),
         "leftovers": sorted(k for k in files if hidden(k)),
     }
-    return json.loads(json.dumps(state).replace(json.dumps(run_dir)[1:-1], "RUN"))
+    return json.loads(json.dumps(state).replace(json.dumps(written_at or run_dir)[1:-1], "RUN"))
 
 
 def differences(got: Dict[str, Any], want: Dict[str, Any]) -> List[str]:
@@ -493,7 +496,7 @@ def train_scenario(work: str) -> Dict[str, Any]:
     points = inj.points
     ref = os.path.join(work, "ref")
     os.rename(run, ref)
-    want = run_state(ref)
+    want = run_state(ref, written_at=run)
     cases: List[Dict[str, Any]] = []
     # 1. A kill at every fault point, then the same command again.
     for snap in snaps.representatives():

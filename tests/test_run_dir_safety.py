@@ -5,7 +5,6 @@ Most cases run ``lamina.cli.main`` in-process on a tiny ``.npz`` (3 steps an epo
 exit code, the one line on standard error and what is (not) on disk afterwards.
 """
 
-import errno
 import json
 import os
 import shutil

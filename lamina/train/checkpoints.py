@@ -260,7 +260,7 @@ def _read_state(folder: str, rejected: Optional[List[str]] = None) -> Optional[L
             return None
         value = re.sub(r"\\(.)", r"\1", match.group(2))
         joined = os.path.join(folder, value)
-        if os.path.isabs(value) or os.path.dirname(os.path.realpath(joined)) != real_folder:
+        if os.path.dirname(os.path.realpath(joined)) != real_folder:  # (an absolute path inside is fine)
             if rejected is not None and value not in rejected:
                 rejected.append(value)
             continue
