@@ -210,3 +210,12 @@ def test_help_texts(capsys):
     assert "how many classes to show per image" in " ".join(capsys.readouterr().out.split())
     assert main(["summary"]) == 0
     assert "on input (1, 8, 8, 1)" in capsys.readouterr().out  # the default data's 8x8x1 input
+
+
+def test_resume_finds_a_run_with_a_chosen_name_under_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--run-dir", "runs/my-experiment", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from runs/my-experiment/checkpoints/" in out and "run dir runs/my-experiment" in out
