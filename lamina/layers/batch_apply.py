@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.layers._utils import positive_int
-from lamina.module import Module
+from lamina.module import Module, accepts_training
 
 __all__ = ["BatchApply", "merge_leading_dims", "split_leading_dim"]
 
@@ -81,7 +81,7 @@ class BatchApply(Module):
     """Merges the leading ``num_dims`` dimensions of every tensor argument, applies ``module``, splits its outputs.
 
     Arguments of rank < ``num_dims`` (and non-tensors, e.g. ``training=True``)
-    pass unchanged; every tensor output gets its first dimension split back to
+    pass unchanged (``training`` is dropped for a module that does not take it); every tensor output gets its first dimension split back to
     the first tensor argument's leading dimensions.
 
     Args:
@@ -118,6 +118,8 @@ class BatchApply(Module):
         if not leaves:
             raise ValueError(self.error("needs at least one tensor argument"))
         like = leaves[0]
+        if "training" in kwargs and not accepts_training(self.module):
+            kwargs = {k: v for k, v in kwargs.items() if k != "training"}  # e.g. a Conv2D: nothing to switch
         merge = lambda t: merge_leading_dims(t, self.num_dims)  # noqa: E731
         out = self.module(*tf.nest.map_structure(merge, args), **tf.nest.map_structure(merge, kwargs))
         return tf.nest.map_structure(lambda t: split_leading_dim(t, like, self.num_dims), out)

@@ -147,7 +147,8 @@ class _GatedCore(RNNCore):
         )
         g, h = self._gates, self.hidden_size
         self.input_weights = tf.Variable(self.w_init((features, g * h), self._dtype), name="input_weights")
-        self.recurrent_weights = tf.Variable(self.recurrent_init((h, g * h), self._dtype), name="recurrent_weights")
+        rows = self.output_size or h  # the recurrent input: h, or its projection (LSTM(projection_size))
+        self.recurrent_weights = tf.Variable(self.recurrent_init((rows, g * h), self._dtype), name="recurrent_weights")
         self.bias = tf.Variable(self._default_bias(g * h), name="bias")
         self.input_spec = InputSpec(rank=2, axes={-1: (features, "input features")})
 
@@ -293,11 +294,9 @@ class LSTM(_GatedCore):
           input_shape: the shape of ``x_t``, ``(batch, features)``.
         """
         super().build(input_shape)
-        p = self.projection_size
-        if p is not None:
-            h = self.hidden_size
-            self.recurrent_weights = tf.Variable(self.recurrent_init((p, 4 * h), self._dtype), name="recurrent_weights")
-            self.projection = tf.Variable(self.w_init((h, p), self._dtype), name="projection")
+        if self.projection_size is not None:
+            shape = (self.hidden_size, self.projection_size)
+            self.projection = tf.Variable(self.w_init(shape, self._dtype), name="projection")
 
     def _default_bias(self, size: int) -> tf.Tensor:
         b = self.b_init((size,), self._dtype)

@@ -11,7 +11,8 @@ through the discrete bottleneck. Both return a :class:`QuantizerOutput`:
   ``β mean((sg(q) - x)²)`` only, the codebook following its moving averages;
 * ``perplexity`` — ``exp(-Σ p log p)`` of the batch's code usage ``p`` (1 when
   one code serves everything, ``num_embeddings`` when all are used equally);
-* ``encodings`` — one-hot codes ``(N, num_embeddings)`` of the flattened vectors;
+* ``encodings`` — one-hot codes ``(..., num_embeddings)`` (the input's leading shape;
+  Sonnet flattens them to ``(N, num_embeddings)``);
 * ``encoding_indices`` — the codes, int64, of the input's leading shape.
 
 The formulas are Sonnet 2's ``snt.nets.VectorQuantizer`` / ``VectorQuantizerEMA``
@@ -116,8 +117,10 @@ class _Quantizer(Module):
         probs = tf.reduce_mean(encodings, axis=0)
         perplexity = tf.exp(-tf.reduce_sum(probs * tf.math.log(probs + 1e-10)))
         dtype = x.dtype
+        lead = tf.shape(x)[:-1]
+        encodings = tf.reshape(encodings, tf.concat([lead, [self.num_embeddings]], 0))
         return QuantizerOutput(tf.cast(straight, dtype), tf.cast(loss, dtype), tf.cast(perplexity, dtype),
-                               tf.cast(encodings, dtype), tf.reshape(indices, tf.shape(x)[:-1]))
+                               tf.cast(encodings, dtype), tf.reshape(indices, lead))
 
 
 class VectorQuantizer(_Quantizer):
@@ -220,7 +223,10 @@ class VectorQuantizerEMA(_Quantizer):
         sync = self._codebook_sync()
         self.ema_cluster_size = tf.Variable(tf.zeros([k], self._dtype), trainable=False, name="ema_cluster_size", **sync)
         self.ema_dw = tf.Variable(tf.zeros([k, d], self._dtype), trainable=False, name="ema_dw", **sync)
-        self.ema_steps = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="ema_steps", **sync)
+        # An integer cannot be averaged across replicas; each holds the same count.
+        self.ema_steps = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="ema_steps",
+                                     synchronization=tf.VariableSynchronization.ON_READ,
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def _update(self, flat: tf.Tensor, encodings: tf.Tensor) -> tf.Tensor:
         """Folds the batch into the moving averages and sets the codebook from them (returns an empty tensor, for ``tf.cond``)."""

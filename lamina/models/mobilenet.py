@@ -13,7 +13,7 @@ PyTorch's epsilon (1e-5) and momentum, so torchvision weights copy across
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -127,6 +127,8 @@ class MobileNetV2(Module):
       dropout: dropout rate before the classifier (0.2 in torchvision).
       blocks: the ``(t, c, n, s)`` settings (default the paper's); small inputs
         may use fewer stride-2 stages.
+      last_channels: the width of ``last_conv`` (default ``1280 * max(1, width_multiplier)``,
+        rounded); a small model for small images may use far fewer.
       data_format: ``"channels_last"`` or ``"channels_first"``.
       name: module name.
 
@@ -140,6 +142,7 @@ class MobileNetV2(Module):
         width_multiplier: float = 1.0,
         dropout: float = 0.2,
         blocks: Sequence[Sequence[int]] = MOBILENET_V2_BLOCKS,
+        last_channels: Optional[int] = None,
         data_format: str = "channels_last",
         name: Optional[str] = None,
     ) -> None:
@@ -166,7 +169,8 @@ class MobileNetV2(Module):
                 self.blocks.append(InvertedResidual(width, out, s if i == 0 else 1, t, data_format=df,
                                                     name=f"block_{len(self.blocks)}"))
                 width = out
-        self.last_channels = _divisible(1280 * max(1.0, self.width_multiplier))
+        self.last_channels = (positive_int(last_channels, "last_channels", owner) if last_channels is not None
+                              else _divisible(1280 * max(1.0, self.width_multiplier)))
         self.last_conv = Conv2D(self.last_channels, 1, use_bias=False, data_format=df, w_init=_conv_init(),
                                 name="last_conv")
         self.last_bn = _bn(df, "last_bn")
