@@ -257,7 +257,10 @@ def load_run(run_dir: str, which: str = "best", weights: str = "live") -> Tuple[
     record = read_record(run_dir)
     path = checkpoint_path(run_dir, which)
     model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
-    model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+    from lamina.models.registry import model_task
+
+    ids = model_task(record.config.model) == "language_model"  # token ids in, not pixels
+    model(tf.zeros((1, *record.input_shape), tf.int32 if ids else tf.float32), training=False)
     parts: Dict[str, Any] = {"model": model}
     ema = None
     if weights == "ema":
