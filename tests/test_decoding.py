@@ -1,8 +1,6 @@
 """Autoregressive decoding: scaled dot-product attention (grouped heads, dropout), rotary positions,
 position offsets, key/value caches, GPT and its compiled generate — against PyTorch and NumPy."""
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf

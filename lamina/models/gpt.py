@@ -15,8 +15,7 @@ stateless (Gumbel-max with ``tf.random.stateless_uniform`` noise seeded by
 
 from __future__ import annotations
 
-import math
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
