@@ -510,6 +510,7 @@ def _rescaled_preprocessing(own: Dict[str, Any], wanted: Dict[str, Any]) -> Dict
     out = dict(own)
     out["mean"] = [float(m) / unit for m in wanted["mean"]]
     out["std"] = [float(v) / unit for v in wanted["std"]]
+    out.update({k: wanted[k] for k in ("resize", "crop", "interpolation") if k in wanted})  # for predict/exports
     return out
 
 

@@ -163,6 +163,11 @@ def _wrap_call(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapped(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        if "_lamina_built" not in self.__dict__:
+            raise TypeError(
+                f"{type(self).__name__}: lamina.Module.__init__ was never called; start "
+                f"{type(self).__name__}.__init__ with super().__init__() (or super().__init__(name=name))"
+            )
         _check_not_symbolic(self, args, kwargs)
         if args:
             args = (_to_tensor(args[0]),) + args[1:]

@@ -317,7 +317,7 @@ def load(
             index = None  # auto: the in-memory path reports its own errors
         if index is not None and min(index.image_shape[:2]) == 0 and size is None:
             raise DataError(f"{source}: images of varying size {tuple(d or None for d in index.image_shape)}; "
-                            "pass image_size=(height, width)")
+                            "resize them all with --image-size H,W (image_size=(H, W) in Python)")
     if kind == "tfrecord" or index is not None:
         if index is None:
             index = read_index(path, quiet=quiet)

@@ -97,7 +97,46 @@ def normalize_preprocessing(preprocessing: Optional[Mapping[str, Any]], channels
     raw_max = float(p["raw_max"]) if p.get("raw_max") is not None else 1.0 / scale
     if not (np.isfinite(raw_max) and raw_max > 0):
         raise ValueError(f"lamina.export: preprocessing raw_max must be a positive number, got {p.get('raw_max')!r}")
-    return {"scale": scale, "mean": mean, "std": std, "raw_max": raw_max}
+    out = {"scale": scale, "mean": mean, "std": std, "raw_max": raw_max}
+    out.update(resize_policy(p))
+    return out
+
+
+RESIZE_KEYS = ("resize", "crop", "interpolation")
+
+
+def resize_policy(preprocessing: Mapping[str, Any]) -> Dict[str, Any]:
+    """The image resizing a record asks for before the model (pretrained weights record one).
+
+    ``resize``: the shorter side is scaled to this many pixels (aspect kept);
+    ``crop``: then a centred square of this size is cut (the model's input);
+    ``interpolation``: ``"bilinear"`` (default), ``"bicubic"``, ``"area"`` or ``"nearest"``.
+
+    Args:
+      preprocessing: a preprocessing record.
+
+    Returns:
+      The keys present, checked (``{}`` for none: resize straight to the input size).
+
+    Raises:
+      ValueError: for a non-positive size or an unknown interpolation.
+    """
+    out: Dict[str, Any] = {}
+    for key in ("resize", "crop"):
+        if preprocessing.get(key) is not None:
+            value = preprocessing[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+                raise ValueError(f"lamina.export: preprocessing {key} must be a positive integer, got {value!r}")
+            out[key] = int(value)
+    if preprocessing.get("interpolation") is not None:
+        method = str(preprocessing["interpolation"])
+        if method not in ("bilinear", "bicubic", "area", "nearest"):
+            raise ValueError(f"lamina.export: preprocessing interpolation must be bilinear, bicubic, area or nearest, "
+                             f"got {method!r}")
+        out["interpolation"] = method
+    if "crop" in out and "resize" in out and out["crop"] > out["resize"]:
+        raise ValueError(f"lamina.export: preprocessing crop {out['crop']} is larger than resize {out['resize']}")
+    return out
 
 
 def run_preprocessing(config: Mapping[str, Any]) -> Dict[str, Any]:
