@@ -11,8 +11,9 @@ test split is scored by the mean intersection over union (mIoU) over the four
 classes, from a per-pixel ``lm.metrics.ConfusionMatrix``.
 
 Measured (2 shared CPU cores, AMD EPYC, tensorflow-cpu 2.21, defaults:
-depth 3, widths 16-32-64-128, 2000 training images, 8 epochs, seed 0): see the
-docstring's last paragraph, filled from that run.
+depth 3, widths 16-32-64-128, 2000 training images, 8 epochs, seed 0):
+held-out pixel accuracy 98.84 %, **mIoU 0.899** (background 0.999, disc 0.889,
+square 0.878, triangle 0.831) on 400 new images; 56 s of training.
 
 Run::
 

@@ -11,7 +11,9 @@ gradient reaching the encoder straight through the quantizer; it logs the
 batch's code perplexity (how many of the 64 codes are in use, effectively).
 
 Measured (2 shared CPU cores, AMD EPYC, tensorflow-cpu 2.21, defaults:
-60 epochs, seed 0): see the docstring's last paragraph, filled from that run.
+60 epochs, seed 0): held-out reconstruction MSE 0.0052 (pixels in [0, 1];
+a mean |error| of about 0.05), code perplexity 32.3 of the 64 codes over the
+held-out digits (48 codes used); 21 s of training.
 
 Run::
 

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from lamina.data.augment import AugmentArg
-from lamina.data.base import DataSetBase, Plan, check_seed, is_int, split_order
-from lamina.data.dataset import compute_preprocessing
+from lamina.data.base import Plan, check_seed, split_order
+from lamina.data.dataset import DataSet, compute_preprocessing
 from lamina.data.errors import DataError
 from lamina.data.split import epoch_permutation
 
@@ -28,8 +28,12 @@ __all__ = ["PairedDataSet", "TASKS"]
 TASKS = ("language_model", "segmentation")
 
 
-class PairedDataSet(DataSetBase):
+class PairedDataSet(DataSet):
     """In-memory ``(x, y)`` splits where ``y`` holds one class id per position.
+
+    A :class:`~lamina.data.DataSet` (its ``splits``, ``arrays``, ``sample``,
+    ``raw_batches``, ...) whose targets are arrays; its batches are ``(x, y)``
+    without augmentation or one-hot labels.
 
     Attributes (besides :class:`~lamina.data.base.DataSetBase`'s):
       task: ``"language_model"`` (token windows) or ``"segmentation"`` (image + mask).
@@ -65,6 +69,7 @@ class PairedDataSet(DataSetBase):
         source: Optional[str] = None,
         extra: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        # Not DataSet.__init__: it checks 1-D class-id labels; the fields it sets are set here.
         if task not in TASKS:
             raise DataError(f"{name}: task must be one of {', '.join(TASKS)}, got {task!r}")
         if "train" not in splits:
@@ -92,6 +97,7 @@ class PairedDataSet(DataSetBase):
             if self._x and (x.shape[1:], y.shape[1:]) != (self._x["train"].shape[1:], self._y["train"].shape[1:]):
                 raise DataError(f"{name}: split {split!r} has shapes {x.shape[1:]} / {y.shape[1:]}, "
                                 f"expected {self._x['train'].shape[1:]} / {self._y['train'].shape[1:]}")
+            x, y = x.view(), y.astype(np.int32)
             x.setflags(write=False)
             y.setflags(write=False)
             self._x[split], self._y[split] = x, y
@@ -105,11 +111,6 @@ class PairedDataSet(DataSetBase):
         self._tensors: Dict[str, Tuple[tf.Tensor, tf.Tensor]] = {}
 
     # ------------------------------------------------------------------ info
-    @property
-    def splits(self) -> Dict[str, int]:
-        """Number of examples per split."""
-        return {s: int(self._y[s].shape[0]) for s in self._y}
-
     def class_counts(self, split: str) -> List[int]:
         """How often each id occurs among the targets of ``split`` (tokens or pixels).
 
@@ -130,39 +131,7 @@ class PairedDataSet(DataSetBase):
         return (f"PairedDataSet({self.name!r}, task={self.task!r}, input_shape={self.input_shape}, "
                 f"target_shape={self.target_shape}, num_classes={self.num_classes}, {splits})")
 
-    # ---------------------------------------------------------------- arrays
-    def arrays(self, split: str, limit: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """The raw inputs and targets of one split (read-only arrays).
-
-        Args:
-          split: which split.
-          limit: only the first ``limit`` examples.
-
-        Returns:
-          ``(x_raw [N, ...], y [N, ...])``.
-
-        Raises:
-          DataError: for an unknown split or a bad limit.
-        """
-        self._check_split(split)
-        if limit is None:
-            return self._x[split], self._y[split]
-        if not is_int(limit) or limit < 0:
-            raise DataError(f"limit must be a non-negative integer or None, got {limit!r}")
-        return self._x[split][: int(limit)], self._y[split][: int(limit)]
-
-    def sample(self, split: str, n: int, seed: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``n`` raw examples drawn without replacement (the first of epoch 0's order of ``seed``).
-
-        Raises:
-          DataError: for an unknown split, a bad ``n`` or seed.
-        """
-        self._check_split(split)
-        if not is_int(n) or n < 0:
-            raise DataError(f"n must be a non-negative integer, got {n!r}")
-        index = epoch_permutation(self.splits[split], check_seed(self.seed if seed is None else seed), 0)[: int(n)]
-        return self._x[split][index], self._y[split][index]
-
+    # ---------------------------------------------------------------- inputs
     def normalize(self, x_raw: Any) -> np.ndarray:
         """Model inputs from raw examples: int32 ids as they are, images scaled like the batches.
 
@@ -177,22 +146,6 @@ class PairedDataSet(DataSetBase):
         return super().normalize(x_raw)
 
     # -------------------------------------------------------------- tf.data
-    def _split_tensors(self, split: str) -> Tuple[tf.Tensor, tf.Tensor]:
-        if split not in self._tensors:
-            with tf.device("/cpu:0"):
-                self._tensors[split] = (tf.constant(self._x[split]), tf.constant(self._y[split].astype(np.int32)))
-        return self._tensors[split]
-
-    def raw_batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: Optional[int] = None,
-                    epoch: int = 0) -> tf.data.Dataset:
-        """Raw batches ``(x_raw, y, index)``; see :meth:`DataSetBase.raw_batches`."""
-        plan = self._plan(split, batch_size, shuffle, seed, epoch, False, 0)
-        n = self.splits[split]
-        order = epoch_permutation(n, plan.seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
-        x_all, y_all = self._split_tensors(split)
-        ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
-        return ds.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i), i))
-
     def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
         if augment:
             raise DataError(f"{self.name}: augmentation applies to classification images, not to {self.task} data "
