@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
-IMAGE_MODELS = ("convnet",)  # with resnet* and vit*: models that need (H, W, C) examples
+IMAGE_MODELS = ("convnet", "mobilenet_v2", "unet")  # with resnet* and vit*: models that need (H, W, C) examples
 
 __all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
            "latest_run", "resolve_model", "apply_freeze", "init_weights"]
@@ -328,6 +328,9 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
         for d in shape[1:]:
             features *= d
         model_kwargs["sequence_shape"] = [shape[0], features]
+    if config.model == "gpt":
+        model_kwargs["max_len"] = shape[0]  # the text's window (the vocabulary is num_classes)
+    _check_task(config.model, dataset)
     if config.model in IMAGE_MODELS or config.model.startswith(("resnet", "vit")):
         if len(shape) != 3:
             raise ConfigError(
@@ -427,8 +430,10 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
         test = trainer.evaluate(test_batches, extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})
         matrix = confusion.result().numpy()
-        results["confusion_matrix"] = matrix.tolist()
-        if trainer.is_chief:
+        if dataset.task != "language_model":  # no vocabulary x vocabulary table or plot of next tokens
+            results["confusion_matrix"] = matrix.tolist()
+        results.update(_task_results(dataset, matrix, test))
+        if trainer.is_chief and dataset.task != "language_model":
             from lamina.train.plots import plot_confusion
 
             plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
@@ -442,6 +447,38 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
 
         atomic_write_json(os.path.join(run_dir, "results.json"), results)
     return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
+
+
+def _check_task(model: str, dataset: Any) -> None:
+    """Refuses a model and data of different tasks (a classifier on text, a GPT on images, ...).
+
+    Raises:
+      ConfigError: naming both and what would fit.
+    """
+    from lamina.models.registry import MODEL_TASKS, model_task
+
+    wanted, got = model_task(model), getattr(dataset, "task", "classification")
+    if wanted == got:
+        return
+    fits = [m for m, t in MODEL_TASKS.items() if t == got]
+    hint = f"use --model {' or '.join(fits)}" if fits else "use a classifier (--model convnet, mlp, resnet18, ...)"
+    what = {"language_model": "a text (.txt) file", "segmentation": "a segmentation folder (images/ + masks/)",
+            "classification": "classification data"}
+    raise ConfigError(f"--model {model} trains on {what[wanted]}, but {dataset.name!r} is {what[got]}: {hint}")
+
+
+def _task_results(dataset: Any, matrix: Any, test: Dict[str, Any]) -> Dict[str, Any]:
+    """What the test split says beyond loss and accuracy: mIoU (segmentation), perplexity (language model)."""
+    import math
+
+    from lamina.metrics import iou_from_confusion
+
+    if dataset.task == "segmentation":
+        per_class, mean = iou_from_confusion(matrix)
+        return {"test_miou": mean, "test_iou": {n: v for n, v in zip(dataset.class_names, per_class)}}
+    if dataset.task == "language_model":
+        return {"test_perplexity": math.exp(min(float(test["loss"]), 50.0))}
+    return {}
 
 
 def _from_pretrained(config: RunConfig, path: str, dataset: Any, strategy: Any) -> Tuple[Any, Any]:
@@ -510,7 +547,7 @@ def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: s
     names = [str(c) for c in dataset.class_names]
     summaries.write_image(writer, "confusion_matrix", summaries.confusion_matrix_image(matrix, names), step)
     shape = tuple(dataset.input_shape)
-    if len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2:
+    if dataset.task == "classification" and (len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2):
         x_raw, y = dataset.sample_raw(16, "test")
         if len(x_raw):
             predicted = trainer.predict([dataset.normalize(x_raw)]).argmax(-1)

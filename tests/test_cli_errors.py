@@ -100,6 +100,22 @@ def _image_folder(tmp, corrupt):
     return str(root)
 
 
+def _text(tmp, content):
+    path = tmp / "book.txt"
+    path.write_text(content)
+    return str(path)
+
+
+def _segmentation_without_mask(tmp):
+    root = tmp / "seg"
+    for d in ("images", "masks"):
+        (root / d).mkdir(parents=True)
+    for name in ("a", "b"):
+        _png(root / "images" / f"{name}.png")
+    _png(root / "masks" / "a.png", 1)
+    return str(root)
+
+
 def _foreign_run(tmp, run):
     d = tmp / "foreign"
     d.mkdir()
@@ -210,8 +226,16 @@ CASES = [
     ("config: missing file", lambda t, r: ["train", "--config", str(t / "nope.yaml")], "does not exist"),
     # data
     ("missing data folder", lambda t, r: ["train", "--data", str(t / "no_such_folder")], "no_such_folder: no such file or folder"),
-    ("unsupported data file", s_data(lambda t: (t / "notes.txt").write_text("hi") and str(t / "notes.txt")),
-     "unsupported file type '.txt'"),
+    ("unsupported data file", s_data(lambda t: (t / "notes.md").write_text("hi") and str(t / "notes.md")),
+     "unsupported file type '.md'"),
+    ("text too short", lambda t, r: ["train", "--model", "gpt", "--data", _text(t, "hi"), "--run-dir", str(t / "r")],
+     "tokens leave no 129-token window for the train split"),
+    ("text option on other data", lambda t, r: ["train", "--data", "digits?window=3"], "window apply to .txt files only"),
+    ("classifier on text", lambda t, r: ["train", "--data", _text(t, "abc " * 400), "--run-dir", str(t / "r")],
+     "--model convnet trains on classification data, but 'book' is a text (.txt) file: use --model gpt"),
+    ("language model on images", lambda t, r: ["train", "--model", "gpt"],
+     "--model gpt trains on a text (.txt) file, but 'digits' is classification data"),
+    ("segmentation: missing mask", s_data(_segmentation_without_mask), "no mask for image 'b'"),
     ("raw pickle named .npz", s_data(_pickle_file), "is a Python pickle, it contains pickled objects; refusing to load"),
     ("corrupt .npz", s_data(lambda t: (t / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip") and str(t / "junk.npz")),
      "not a valid .npz file"),

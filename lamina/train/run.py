@@ -412,7 +412,7 @@ def load_run_checkpoint(run_dir: str, which: str = "best", weights: str = "live"
     _check_model_size(record, path, source)
     try:
         model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
-        model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+        model(tf.zeros((1, *record.input_shape), _input_dtype(record)), training=False)
     except (TypeError, ValueError, KeyError, tf.errors.InvalidArgumentError) as e:
         raise RunDirError(f"{source}: cannot build model {record.config.model!r} with input shape "
                           f"{tuple(record.input_shape)} and {record.model_kwargs}: "
@@ -480,6 +480,13 @@ def describe_checkpoint(info: Dict[str, Any]) -> str:
     return f"{info['which']} checkpoint" + (f" ({where})" if where else "")
 
 
+def _input_dtype(record: RunRecord) -> tf.DType:
+    """The dtype a run's model is built with: int32 token ids for a language model, float32 otherwise."""
+    from lamina.models.registry import model_task
+
+    return tf.int32 if model_task(record.config.model) == "language_model" else tf.float32
+
+
 def _check_model_size(record: RunRecord, path: str, source: str) -> None:
     """Refuses, before anything is allocated, a config.json that describes more weights than its checkpoint holds.
 
@@ -494,7 +501,7 @@ def _check_model_size(record: RunRecord, path: str, source: str) -> None:
     try:
         with preserved_seeds(), tf.Graph().as_default():
             model = create_model(record.config.model, record.num_classes, **record.model_kwargs)
-            model(tf.zeros((1, *record.input_shape), tf.float32), training=False)
+            model(tf.zeros((1, *record.input_shape), _input_dtype(record)), training=False)
             wanted = sum(math.prod(v.shape.as_list()) for v in model.variables)
         shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     except Exception:  # noqa: BLE001 - the real build below reports what is wrong
