@@ -39,6 +39,7 @@ __all__ = [
     "LecunNormal",
     "LecunUniform",
     "Orthogonal",
+    "Identity",
     "get",
     "compute_fans",
     "WEIGHT_KINDS",
@@ -272,6 +273,39 @@ class Orthogonal(Initializer):
         return tf.cast(self.gain * tf.reshape(q, shape), dtype)
 
 
+class Identity(Initializer):
+    """The identity map: ``gain * I`` for a matrix, a Dirac kernel for a convolution.
+
+    For a ``(in, out)`` matrix: ones on the main diagonal (``torch.nn.init.eye_``;
+    a rectangular matrix gets the diagonal of its leading square). For a
+    convolution kernel ``(*spatial, in, out)``: a one at the spatial centre
+    ``k // 2`` of each ``(i, i)`` channel pair (``torch.nn.init.dirac_``), so a
+    stride-1 ``SAME`` convolution with it returns its input (its first
+    ``min(in, out)`` channels).
+
+    Args:
+      gain: the multiplier (``Identity(gain)`` is ``gain * I``).
+
+    Raises:
+      ValueError: for a shape of rank < 2 (at call time).
+    """
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = gain
+
+    def __call__(self, shape: ShapeLike, dtype: tf.DType = tf.float32) -> tf.Tensor:
+        shape = [int(d) for d in shape]
+        if len(shape) < 2:
+            raise ValueError(f"Identity: needs a shape of rank >= 2 (a matrix or a kernel), got {shape}")
+        eye = tf.eye(shape[-2], shape[-1], dtype=dtype) * tf.cast(self.gain, dtype)
+        if len(shape) == 2:
+            return eye
+        spatial = shape[:-2]
+        centre = [[d // 2] for d in spatial]
+        index = tf.constant([[c[0] for c in centre]], tf.int32)
+        return tf.scatter_nd(index, eye[tf.newaxis], shape)
+
+
 _BY_NAME = {
     "zeros": Zeros,
     "ones": Ones,
@@ -289,6 +323,9 @@ _BY_NAME = {
     "lecun_normal": LecunNormal,
     "lecun_uniform": LecunUniform,
     "orthogonal": Orthogonal,
+    "identity": Identity,
+    "eye": Identity,
+    "dirac": Identity,
 }
 
 

@@ -163,6 +163,11 @@ def _wrap_call(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapped(self: "Module", *args: Any, **kwargs: Any) -> Any:
+        if "_lamina_built" not in self.__dict__:
+            raise TypeError(
+                f"{type(self).__name__}: lamina.Module.__init__ was never called; start "
+                f"{type(self).__name__}.__init__ with super().__init__() (or super().__init__(name=name))"
+            )
         _check_not_symbolic(self, args, kwargs)
         if args:
             args = (_to_tensor(args[0]),) + args[1:]
@@ -452,6 +457,8 @@ class Module(tf.Module):
                 f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
                 f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"
             ))
+        # Every value is checked and converted before the first assignment: a bad one changes nothing.
+        values = {}
         for key, var in variables.items():
             if key not in weights:
                 continue
@@ -460,9 +467,11 @@ class Module(tf.Module):
                 raise ValueError(
                     self.error(f"set_weights: '{key}' expected shape {tuple(var.shape)}, got {tuple(value.shape)}")
                 )
-        for key, var in variables.items():
-            if key in weights:
-                var.assign(np.asarray(weights[key]).astype(var.dtype.as_numpy_dtype))
+            if value.dtype.kind not in "biuf":
+                raise ValueError(self.error(f"set_weights: '{key}' must hold numbers, got dtype {value.dtype}"))
+            values[key] = value.astype(var.dtype.as_numpy_dtype, copy=False)
+        for key, value in values.items():
+            variables[key].assign(value)
 
 
 def _check_module(module: Any, what: str) -> "Module":

@@ -66,7 +66,7 @@ def test_resume_refuses_a_changed_option_and_retries_a_run_that_never_saved(tmp_
     err = capsys.readouterr().err.strip()
     assert err == (f"lamina: error: cannot resume {run!r} with --lr 0.1: it was trained with 0.003 (only --epochs, "
                    "--max-steps, --checkpoint-every, --keep-checkpoints, --patience, --check-numerics, --strategy, "
-                   "--jit, --mlflow may change on resume); use another --run-dir")
+                   "--jit, --deterministic, --mlflow may change on resume); use another --run-dir")
     # A run that failed before its first checkpoint leaves nothing to protect: another model may start there.
     fresh = tmp_path / "failed"
     fresh.mkdir()
@@ -153,3 +153,69 @@ def test_on_bad_file_fail_stops_a_streamed_run_with_one_line(tmp_path, capsys):
     from lamina.train.run import default_run_dir
 
     assert os.path.basename(default_run_dir("mlp", f"{root}?stream=1")).startswith("mlp-pics-")
+
+
+def test_the_reported_accuracy_is_the_exported_checkpoints_and_every_command_names_it(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--model", "mlp", "--epochs", "3", "--run-dir", run]) == 0
+    out = capsys.readouterr().out
+    results = json.load(open(os.path.join(run, "results.json")))
+    ckpt = results["checkpoint"]
+    assert ckpt["which"] == "best" and ckpt["epoch"] in (1, 2, 3) and ckpt["step"] > 0
+    assert f"test accuracy {results['test_accuracy']:.2%}" in out
+    assert f"with the best checkpoint (epoch {ckpt['epoch']}, step {ckpt['step']})" in out
+    assert f"last epoch's weights {results['final_test_accuracy']:.2%}" in out
+    assert main(["evaluate", run]) == 0
+    ev = capsys.readouterr().out
+    assert ev.startswith(f"best checkpoint (epoch {ckpt['epoch']}, step {ckpt['step']}):")
+    assert f"accuracy {results['test_accuracy']:.2%}" in ev  # evaluate agrees with what train reported
+    assert main(["export", run, "--format", "savedmodel"]) == 0
+    import glob
+
+    (meta_path,) = glob.glob(os.path.join(run, "export", "savedmodel", "*", "lamina_export.json"))
+    meta = json.load(open(meta_path))
+    assert meta["checkpoint"]["epoch"] == ckpt["epoch"] and meta["checkpoint"]["which"] == "best"
+    # fewer epochs than were done is refused
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--run-dir", run, "--quiet"]) == 2
+    assert "it has already trained 3 epochs" in capsys.readouterr().err
+
+
+def test_help_texts(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    options = text[text.index("options:"):]
+    blocks = {}
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = line
+        elif line.strip() and blocks:
+            blocks[current] += " " + line.strip()
+    for flag in ("--batch-size", "--checkpoint-every", "--init-from", "--freeze", "--ema", "--on-bad-file", "--model"):
+        assert blocks[flag].count("[default:") == 1, blocks[flag]  # every option says its default, once
+    assert flat.count("[default: runs/<model>-<data>-<time>]") == 1
+    from lamina.models.registry import model_names
+
+    for name in model_names():  # the whole list, vit included, nothing cut with "..."
+        assert name in flat
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    export_help = " ".join(capsys.readouterr().out.split())
+    assert "{best,latest}" in export_help or "best (by validation) or latest" in export_help
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "how many classes to show per image" in " ".join(capsys.readouterr().out.split())
+    assert main(["summary"]) == 0
+    assert "on input (1, 8, 8, 1)" in capsys.readouterr().out  # the default data's 8x8x1 input
+
+
+def test_resume_finds_a_run_with_a_chosen_name_under_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--run-dir", "runs/my-experiment", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "mlp", "--epochs", "2", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming from runs/my-experiment/checkpoints/" in out and "run dir runs/my-experiment" in out

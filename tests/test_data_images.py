@@ -133,7 +133,7 @@ def test_rgb_from_grayscale_and_bmp_and_jpeg(tmp_path):
 def test_mixed_sizes_without_resize_name_two_files(tmp_path):
     write_png(tmp_path / "m" / "a" / "one.png", np.zeros((4, 4)))
     write_png(tmp_path / "m" / "b" / "two.png", np.zeros((5, 3)))
-    with pytest.raises(ld.DataError, match=r"two\.png: image is 5x3 but .*one\.png is 4x4; pass image_size"):
+    with pytest.raises(ld.DataError, match=r"two\.png: image is 5x3 but .*one\.png is 4x4; resize them all with --image-size H,W \(image_size=\(H, W\) in Python\)"):
         ld.load(str(tmp_path / "m"))
 
 

@@ -195,7 +195,7 @@ def test_a_size_mismatch_without_image_size_is_a_named_bad_file(tmp_path, capsys
     _folder(tmp_path / "s", n=10)
     _png(tmp_path / "s" / "b" / "005.png", np.zeros((5, 7, 3)))
     # among the files decoded at load (the probes): a clear error at once
-    with pytest.raises(ld.DataError, match=r"005\.png: image is 5x7 but .* is 8x8; pass image_size"):
+    with pytest.raises(ld.DataError, match=r"005\.png: image is 5x7 but .* is 8x8; resize them all with --image-size H,W"):
         ld.load(str(tmp_path / "s"), stream=True)
     # met while streaming: a named bad file
     import lamina.data.folder_stream as folder_stream

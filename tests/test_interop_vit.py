@@ -165,8 +165,8 @@ def test_vit_options_the_weights_cannot_show_are_checked(tmp_path):
         lm.interop.load_pretrained(lm.models.ViT(7, **SMALL), path)
     with pytest.raises(ValueError, match="pooling='cls'"):
         lm.interop.load_pretrained(lm.models.ViT(7, norm_eps=1e-6, pooling="mean", **SMALL), path)
-    other = dict(SMALL, image_size=48)
-    with pytest.raises(ValueError, match=r"misshapen 1: encoder.pos_embedding \(1, 5, 32\) -> positions/embeddings expects \(10, 32\)"):
+    other = dict(SMALL, image_size=(48, 32))  # a 3x2 grid: no square resampling of the 2x2 table fits
+    with pytest.raises(ValueError, match=r"misshapen 1: encoder.pos_embedding \(1, 5, 32\) -> positions/embeddings expects \(7, 32\)"):
         lm.interop.load_pretrained(lm.models.ViT(7, norm_eps=1e-6, **other), path)
     # No image size given: the checkpoint's positions give it.
     model = lm.models.ViT(7, norm_eps=1e-6, **dict(SMALL, image_size=None))
@@ -215,3 +215,22 @@ def test_convert_file_records_arch_options_and_preprocessing(tmp_path):
     np.testing.assert_array_equal(again.blocks[1].fc2.weights.numpy(), model.blocks[1].fc2.weights.numpy())
     with pytest.raises(ValueError, match="LayerNorm eps"):
         lm.interop.load_pretrained(lm.models.ViT(10, **SMALL), dst)
+
+
+def test_a_vit_checkpoint_loads_at_another_image_size_with_resampled_positions(tmp_path):
+    """Fine-tuning at 64x64 from 32x32 weights: the 2x2 position grid becomes 4x4 (the class token row kept)."""
+    ref_model = _torchvision_vit()
+    path = save_state_dict(ref_model, tmp_path / "vit.safetensors")
+    table = ref_model.encoder.pos_embedding.detach().numpy()[0]  # (1 + 2*2, 32)
+    bigger = lm.models.ViT(7, norm_eps=1e-6, **{**SMALL, "image_size": 64})
+    lm.interop.load_pretrained(bigger, path)
+    got = bigger.positions.embeddings.numpy()
+    assert got.shape == (1 + 4 * 4, 32)
+    np.testing.assert_array_equal(got[0], table[0])  # the class token's position is not a grid cell
+    np.testing.assert_allclose(got, keymap.resample_positions(table, (17, 32)), atol=1e-6)
+    # bilinear resampling is exactly PyTorch's interpolate(align_corners=False)
+    grid = torch.tensor(table[1:].reshape(1, 2, 2, 32)).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(4, 4), mode="bilinear", align_corners=False)
+    expected = expected.permute(0, 2, 3, 1).reshape(16, 32).numpy()
+    np.testing.assert_allclose(keymap.resample_positions(table, (17, 32), "bilinear")[1:], expected, atol=1e-6)
+    assert np.isfinite(lamina_logits(bigger, images(2, 64))).all()

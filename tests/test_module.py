@@ -316,3 +316,16 @@ def test_set_weights_of_a_built_module_without_variables():
     flat.set_weights(flat.get_weights())  # {} -> {}: nothing to set, nothing missing
     with pytest.raises(ValueError, match=r"Flatten 'flat': set_weights: unknown \['w'\]"):
         flat.set_weights({"w": np.zeros(1)})
+
+
+def test_forgetting_super_init_says_what_to_do():
+    class NoSuper(lm.Module):
+        def __init__(self):
+            self.fc = lm.Linear(3)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    with pytest.raises(TypeError, match=r"NoSuper: lamina.Module.__init__ was never called; start NoSuper.__init__ "
+                                        r"with super\(\).__init__\(\)"):
+        NoSuper()(tf.ones([2, 2]))

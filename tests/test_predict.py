@@ -155,3 +155,26 @@ def test_top_k_is_capped_and_plain_saved_model_works(setup, tmp_path):
     predictor = load_predictor(str(plain))
     assert predictor.input_shape == [8, 8, 1] and predictor.raw_max == 255.0 and predictor.class_names[0] == "digit0"
     assert "assuming raw pixel range 0..255" in predictor.notes[0]
+
+
+def test_a_recorded_resize_and_centre_crop_is_applied(tmp_path):
+    """Pretrained weights record `resize` (the shorter side) and `crop`; predict applies them before the model."""
+    from PIL import Image
+
+    from lamina.export.predict import load_image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)  # H=16, W=24
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    raw, notes = load_image(str(tmp_path / "wide.png"), [8, 8, 3], 255.0, {"resize": 12, "crop": 8})
+    # by hand: shorter side 16 -> 12 (so 24 -> 18), then the centred 8x8
+    resized = tf.image.resize(pixels.astype(np.float32), (12, 18), method="bilinear", antialias=True).numpy()
+    expected = np.clip(resized, 0, 255)[2:10, 5:13]
+    np.testing.assert_allclose(raw, expected, atol=1e-4)
+    assert notes == ["resized 24x16 to 18x12 (shorter side 12) and centre-cropped 8x8 (the weights' preprocessing)"]
+    from lamina.export.saved_model import normalize_preprocessing
+
+    with pytest.raises(ValueError, match="crop 20 is larger than resize 12"):
+        normalize_preprocessing({"scale": 1, "mean": [0], "std": [1], "resize": 12, "crop": 20}, 3)
+    with pytest.raises(ValueError, match="interpolation must be"):
+        normalize_preprocessing({"scale": 1, "mean": [0], "std": [1], "interpolation": "lanczos9"}, 3)

@@ -66,7 +66,7 @@ def probe_images(
             if other.shape[:2] != image.shape[:2]:
                 raise DataError(
                     f"{path}: image is {other.shape[0]}x{other.shape[1]} but {first} is "
-                    f"{image.shape[0]}x{image.shape[1]}; pass image_size=(height, width) to resize them all"
+                    f"{image.shape[0]}x{image.shape[1]}; resize them all with --image-size H,W (image_size=(H, W) in Python)"
                 )
         size = (int(image.shape[0]), int(image.shape[1]))
     else:
@@ -207,5 +207,5 @@ class ImageFolderStream(StreamingDataSet):
         h, w = self.input_shape[:2]
         if not self._explicit_size and image.shape[:2] != (h, w):
             return path, (f"image is {image.shape[0]}x{image.shape[1]} but {self._first} is {h}x{w}; "
-                          "pass image_size=(height, width) to resize them all")
+                          "resize them all with --image-size H,W (image_size=(H, W) in Python)")
         return path, "could not be read or decoded while streaming"

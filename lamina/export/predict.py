@@ -25,6 +25,7 @@ from lamina.export.saved_model import (
     ServingModule,
     load_signature,
     normalize_preprocessing,
+    resize_policy,
     read_metadata,
     run_preprocessing,
 )
@@ -44,6 +45,7 @@ class Predictor:
       class_names: one name per class.
       raw_max: raw value of a full-intensity pixel (``p = 255``).
       notes: remarks made while loading (e.g. an assumed ``raw_max``).
+      resize: the recorded resize / centre-crop policy (``{}``: resize to the input size).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Predictor:
         raw_max: float,
         fn: Callable[[np.ndarray], Mapping[str, Any]],
         notes: Optional[List[str]] = None,
+        resize: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.source = source
         self.kind = kind
@@ -63,6 +66,7 @@ class Predictor:
         self.raw_max = float(raw_max)
         self._fn = fn
         self.notes = list(notes or [])
+        self.resize = dict(resize or {})  # the weights' resize/crop policy (see saved_model.resize_policy)
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of raw inputs.
@@ -86,7 +90,7 @@ def _from_run(path: str, which: str) -> Predictor:
     preprocessing = run_preprocessing(config)
     serving = ServingModule(model, config["input_shape"], preprocessing, config.get("class_names"))
     predictor = Predictor(path, "run", serving.input_shape_list, serving.class_name_list, preprocessing["raw_max"],
-                          lambda x: serving.serve(tf.constant(x)))
+                          lambda x: serving.serve(tf.constant(x)), resize=resize_policy(preprocessing))
     predictor.notes.append(f"using the {describe_checkpoint(checkpoint_info(checkpoint_path(path, which), which))} of {path}")
     return predictor
 
@@ -101,19 +105,23 @@ def _from_saved_model(path: str, meta: Optional[Dict[str, Any]]) -> Predictor:
     notes: List[str] = []
     if meta is not None:
         shape, names = meta["input_shape"], meta["class_names"]
-        raw_max = normalize_preprocessing(meta["preprocessing"], int(shape[-1]))["raw_max"]
+        norm = normalize_preprocessing(meta["preprocessing"], int(shape[-1]))
+        raw_max, policy = norm["raw_max"], resize_policy(norm)
     else:
         shape = [int(d) for d in specs[INPUT_NAME].shape[1:]]
         num = int(outputs["probabilities"].shape[-1])
         names = [n.decode() for n in loaded.class_names.numpy()] if hasattr(loaded, "class_names") else [str(i) for i in range(num)]
-        raw_max = 255.0
+        raw_max, policy = 255.0, {}
         notes.append(f"{path} has no {METADATA_NAME}: assuming raw pixel range 0..255")
-    return Predictor(path, "savedmodel", shape, names, raw_max, lambda x: fn(**{INPUT_NAME: tf.constant(x)}), notes)
+    return Predictor(path, "savedmodel", shape, names, raw_max, lambda x: fn(**{INPUT_NAME: tf.constant(x)}), notes,
+                     resize=policy)
 
 
 def _from_file_export(path: str, meta: Dict[str, Any]) -> Predictor:
     fmt = meta.get("format")
-    file = os.path.join(path, str(meta.get("file", "")))
+    from lamina.fileio import resolve_inside
+
+    file = resolve_inside(path, meta.get("file"), f"{METADATA_NAME} names")
     if not os.path.isfile(file):
         raise ValueError(f"export directory {path}: {METADATA_NAME} names {meta.get('file')!r}, which is missing")
     if fmt == "tflite":
@@ -125,8 +133,8 @@ def _from_file_export(path: str, meta: Dict[str, Any]) -> Predictor:
 
         runner = ONNXRunner(file)
     shape = meta["input_shape"]
-    raw_max = normalize_preprocessing(meta["preprocessing"], int(shape[-1]))["raw_max"]
-    return Predictor(path, str(fmt), shape, meta["class_names"], raw_max, runner)
+    norm = normalize_preprocessing(meta["preprocessing"], int(shape[-1]))
+    return Predictor(path, str(fmt), shape, meta["class_names"], norm["raw_max"], runner, resize=resize_policy(norm))
 
 
 def load_predictor(path: str, which: str = "best") -> Predictor:
@@ -197,13 +205,17 @@ def collect_images(paths: Sequence[str]) -> List[str]:
     return out
 
 
-def load_image(path: str, input_shape: Sequence[int], raw_max: float) -> Tuple[np.ndarray, List[str]]:
+def load_image(path: str, input_shape: Sequence[int], raw_max: float,
+               resize: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, List[str]]:
     """Decodes an image file into one raw model input.
 
     Args:
       path: a PNG, JPEG, BMP or GIF file.
       input_shape: the model's ``[H, W, C]``.
       raw_max: raw value of pixel 255.
+      resize: a recorded policy (``resize`` the shorter side, centre ``crop``,
+        ``interpolation``), as pretrained weights expect; ``None``: resize
+        straight to the input size.
 
     Returns:
       ``(raw float32 [H, W, C], notes)``; notes say what was converted.
@@ -240,6 +252,16 @@ def load_image(path: str, input_shape: Sequence[int], raw_max: float) -> Tuple[n
             notes.append("converted grayscale to RGB")
         elif have != channels:
             raise ValueError(f"{path}: image has {int(image.shape[-1])} channels, the model expects {channels}; cannot convert")
+    if resize and resize.get("resize"):
+        h0, w0 = int(x.shape[0]), int(x.shape[1])
+        short = int(resize["resize"])
+        new = (max(1, round(h0 * short / min(h0, w0))), max(1, round(w0 * short / min(h0, w0))))
+        x = tf.clip_by_value(tf.image.resize(x, new, method=resize.get("interpolation", "bilinear"), antialias=True),
+                             0.0, 255.0)
+        top, left = max(0, (new[0] - height) // 2), max(0, (new[1] - width) // 2)
+        x = x[top: top + height, left: left + width]
+        notes.append(f"resized {w0}x{h0} to {new[1]}x{new[0]} (shorter side {short}) and centre-cropped {width}x{height}"
+                     " (the weights' preprocessing)")
     if (int(x.shape[0]), int(x.shape[1])) != (height, width):
         notes.append(f"resized {int(x.shape[1])}x{int(x.shape[0])} to {width}x{height}")
         shrink = int(x.shape[0]) >= height and int(x.shape[1]) >= width
@@ -270,7 +292,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], top_k: int = 3, ba
     if top_k < 1 or batch_size < 1:
         raise ValueError(f"top_k and batch_size must be positive, got {top_k} and {batch_size}")
     files = collect_images(paths)
-    loaded = [load_image(f, predictor.input_shape, predictor.raw_max) for f in files]
+    loaded = [load_image(f, predictor.input_shape, predictor.raw_max, predictor.resize) for f in files]
     k = min(int(top_k), len(predictor.class_names))
     results: List[Dict[str, Any]] = []
     for start in range(0, len(files), batch_size):

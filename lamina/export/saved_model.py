@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -97,7 +95,46 @@ def normalize_preprocessing(preprocessing: Optional[Mapping[str, Any]], channels
     raw_max = float(p["raw_max"]) if p.get("raw_max") is not None else 1.0 / scale
     if not (np.isfinite(raw_max) and raw_max > 0):
         raise ValueError(f"lamina.export: preprocessing raw_max must be a positive number, got {p.get('raw_max')!r}")
-    return {"scale": scale, "mean": mean, "std": std, "raw_max": raw_max}
+    out = {"scale": scale, "mean": mean, "std": std, "raw_max": raw_max}
+    out.update(resize_policy(p))
+    return out
+
+
+RESIZE_KEYS = ("resize", "crop", "interpolation")
+
+
+def resize_policy(preprocessing: Mapping[str, Any]) -> Dict[str, Any]:
+    """The image resizing a record asks for before the model (pretrained weights record one).
+
+    ``resize``: the shorter side is scaled to this many pixels (aspect kept);
+    ``crop``: then a centred square of this size is cut (the model's input);
+    ``interpolation``: ``"bilinear"`` (default), ``"bicubic"``, ``"area"`` or ``"nearest"``.
+
+    Args:
+      preprocessing: a preprocessing record.
+
+    Returns:
+      The keys present, checked (``{}`` for none: resize straight to the input size).
+
+    Raises:
+      ValueError: for a non-positive size or an unknown interpolation.
+    """
+    out: Dict[str, Any] = {}
+    for key in ("resize", "crop"):
+        if preprocessing.get(key) is not None:
+            value = preprocessing[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+                raise ValueError(f"lamina.export: preprocessing {key} must be a positive integer, got {value!r}")
+            out[key] = int(value)
+    if preprocessing.get("interpolation") is not None:
+        method = str(preprocessing["interpolation"])
+        if method not in ("bilinear", "bicubic", "area", "nearest"):
+            raise ValueError(f"lamina.export: preprocessing interpolation must be bilinear, bicubic, area or nearest, "
+                             f"got {method!r}")
+        out["interpolation"] = method
+    if "crop" in out and "resize" in out and out["crop"] > out["resize"]:
+        raise ValueError(f"lamina.export: preprocessing crop {out['crop']} is larger than resize {out['resize']}")
+    return out
 
 
 def run_preprocessing(config: Mapping[str, Any]) -> Dict[str, Any]:
@@ -313,7 +350,11 @@ def _is_replaceable(path: str) -> bool:
 
 
 def write_export_dir(path: str, fill: Callable[[str], Dict[str, Any]]) -> str:
-    """Builds an export directory in a temp folder, then renames it into place.
+    """Builds an export directory in a hidden temporary folder, then publishes it in one step.
+
+    A crash at any point leaves the previous export or the new one at
+    ``path`` (see :func:`lamina.fileio.publish_dir`); what a killed export
+    left beside it is removed by the next export to the same path.
 
     Args:
       path: the final directory. An existing one is replaced only if it is
@@ -328,30 +369,24 @@ def write_export_dir(path: str, fill: Callable[[str], Dict[str, Any]]) -> str:
       ExportError: if ``path`` exists and is not a lamina export.
       Exception: whatever ``fill`` raises; nothing is left behind.
     """
+    from lamina.fileio import clean_stale_dirs, publish_dir
+
     path = os.path.normpath(path)
+    clean_stale_dirs(path)  # puts back an export a crash left aside, before looking at it
     if not _is_replaceable(path):
         raise ExportError(f"lamina.export: {path} exists and is not a lamina export (no {METADATA_NAME}); choose another output path")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    old = None
-    try:
+
+    def build(tmp: str) -> None:
         metadata = fill(tmp)
         with open(os.path.join(tmp, METADATA_NAME), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
             f.write("\n")
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and os.path.exists(old) and not os.path.exists(path):
-            os.rename(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+    try:
+        publish_dir(path, build)
+    except OSError as e:  # a full disk, an unwritable folder: name the export, not its temporary folder
+        reason = f"[Errno {e.errno}] {e.strerror}" if e.errno and e.strerror else str(e)
+        raise ExportError(f"lamina.export: cannot write {path}: {reason}; the previous export (if any) is unchanged") from None
     return path
 
 
@@ -593,9 +628,12 @@ def read_metadata(path: str) -> Dict[str, Any]:
     Raises:
       ValueError: if the file is missing or unreadable.
     """
+    from lamina.fileio import resolve_inside
+
     file = os.path.join(path, METADATA_NAME)
     if not os.path.isfile(file):
         raise ValueError(f"{path} is not a lamina export directory (no {METADATA_NAME})")
+    resolve_inside(path, METADATA_NAME, "its metadata file")  # a symbolic link out of the folder is refused
     try:
         with open(file) as f:
             meta = json.load(f)

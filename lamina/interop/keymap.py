@@ -27,9 +27,9 @@ import numpy as np
 
 from lamina.deferred import describe_keys
 
-__all__ = ["Entry", "MapResult", "apply_map", "export_map", "LAYOUTS"]
+__all__ = ["Entry", "MapResult", "apply_map", "export_map", "resample_positions", "LAYOUTS"]
 
-LAYOUTS = ("same", "conv", "linear", "squeeze", "bgr")
+LAYOUTS = ("same", "conv", "linear", "squeeze", "bgr", "positions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,10 @@ class Entry:
       layout: one of :data:`LAYOUTS`.
       part: ``(index, count)``: the ``index``-th of ``count`` equal chunks along axis 0.
       head: whether the variable belongs to the classifier head (dropped when replacing the head).
+
+    Layout ``"positions"`` is ``"squeeze"`` for a ViT's position table, which is
+    resampled to the model's patch grid when the checkpoint was trained at
+    another image size (:func:`resample_positions`).
     """
 
     target: str
@@ -62,7 +66,7 @@ def _to_lamina(array: np.ndarray, entry: Entry) -> np.ndarray:
         return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
     if entry.layout == "linear":
         return array.T if array.ndim == 2 else array
-    if entry.layout == "squeeze":
+    if entry.layout in ("squeeze", "positions"):
         return array.reshape(array.shape[1:]) if array.ndim >= 1 and array.shape[0] == 1 else array
     if entry.layout == "bgr":
         return array[:, :, ::-1, :] if array.ndim == 4 else array
@@ -74,7 +78,7 @@ def _to_source(array: np.ndarray, layout: str) -> np.ndarray:
         return array.transpose(3, 2, 0, 1)
     if layout == "linear":
         return array.T
-    if layout == "squeeze":
+    if layout in ("squeeze", "positions"):
         return array[np.newaxis]
     if layout == "bgr":
         return array[:, :, ::-1, :]
@@ -140,6 +144,8 @@ def apply_map(
             used.append(key)
         value = _to_lamina(np.asarray(tensors[key]), entry)
         want = tuple(shapes[entry.target])
+        if entry.layout == "positions" and tuple(value.shape) != want:
+            value = resample_positions(value, want)
         if tuple(value.shape) != want:
             misshapen.append(f"{key} {tuple(np.shape(tensors[key]))} -> {entry.target} expects {want}")
             continue
@@ -161,6 +167,40 @@ def apply_map(
             parts.append(f"model variables without a source {describe_keys(unfilled)}")
         raise ValueError(f"{where}: " + "; ".join(parts))
     return MapResult(weights, used, tolerated, ignored)
+
+
+def resample_positions(table: np.ndarray, shape: Tuple[int, ...], method: str = "bicubic") -> np.ndarray:
+    """Resamples a ViT position table to another square patch grid (fine-tuning at another image size).
+
+    ``table`` is ``(extra + g*g, dim)`` — ``extra`` (0 or 1) leading rows for the
+    class token are kept as they are — and becomes ``(extra + G*G, dim)``: the
+    ``g x g`` grid of position vectors is interpolated to ``G x G``
+    (``tf.image.resize``, half-pixel centres, as ``torch.nn.functional.interpolate``
+    with ``align_corners=False``; bicubic like timm's ``resample_abs_pos_embed``,
+    whose cubic kernel differs slightly: a = -0.5 here, -0.75 in PyTorch).
+
+    Args:
+      table: the checkpoint's table, 2-D.
+      shape: the model's ``(rows, dim)``.
+      method: ``"bicubic"`` or ``"bilinear"``.
+
+    Returns:
+      The resampled table, or ``table`` unchanged when no square-grid reading fits
+      (the shape check then reports it).
+    """
+    import math
+
+    import tensorflow as tf
+
+    if table.ndim != 2 or len(shape) != 2 or table.shape[1] != shape[1]:
+        return table
+    for extra in (1, 0):
+        g, G = math.isqrt(table.shape[0] - extra), math.isqrt(shape[0] - extra)
+        if g * g == table.shape[0] - extra and G * G == shape[0] - extra and g > 0 and G > 0:
+            grid = table[extra:].reshape(1, g, g, -1).astype(np.float32)
+            out = tf.image.resize(grid, (G, G), method=method).numpy().reshape(G * G, -1)
+            return np.concatenate([table[:extra].astype(np.float32), out]).astype(table.dtype)
+    return table
 
 
 def export_map(entries: Sequence[Entry], weights: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:

@@ -52,7 +52,7 @@ def _fused_qkv(block: str, weight: str, bias: str) -> List[Entry]:
 
 def _embeddings(patch: str, cls: str, pos: str, model) -> List[Entry]:
     out = [Entry("patch_embed/weights", (f"{patch}.weight",), "conv"), Entry("patch_embed/bias", (f"{patch}.bias",)),
-           Entry("positions/embeddings", (pos,), "squeeze")]
+           Entry("positions/embeddings", (pos,), "positions")]
     if model.pooling == "cls":
         out.append(Entry("cls_token", (cls,)))
     return out
