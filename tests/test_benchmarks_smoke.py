@@ -97,3 +97,12 @@ def test_data_pipeline_smoke() -> None:
 def test_remat_smoke() -> None:
     out = _run([str(BENCH / "remat.py"), "--smoke"])
     assert out.startswith("machine: ") and "| remat " in out and "remat / plain: memory for the step" in out
+
+
+def test_initializers_smoke() -> None:
+    out = _run([str(BENCH / "initializers.py"), "--smoke"], timeout=300.0)
+    for task in ("digits-convnet", "cnn-adam", "mlp-cancer", "gru-rows", "lstm-rows", "transformer-tokens"):
+        assert f"### {task}:" in out, task
+    for scheme in ("default", "lamina0", "torch", "he_uniform"):
+        assert f"| {scheme} " in out, scheme
+    assert "done:" in out

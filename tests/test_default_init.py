@@ -185,14 +185,13 @@ def test_embedding_default_is_keras_uniform():
 
 
 @pytest.mark.parametrize("name,model,input_shape", [
-    ("convnet", lambda: lm.models.ConvNet(10), (1, 28, 28, 1)),
-    ("convnet_bn", lambda: lm.models.ConvNet(10, batch_norm=True, activation="tanh"), (1, 16, 16, 3)),
+    ("convnet_glorot", lambda: lm.models.ConvNet(10, w_init="glorot_uniform"), (1, 28, 28, 1)),
     ("mlp", lambda: lm.models.MLP([256, 128], 10), (1, 784)),
     ("transformer", lambda: lm.models.Transformer(num_classes=5, input_dim=24, model_dim=64, num_layers=1, max_len=8),
      (1, 8, 24)),
 ])
 def test_models_use_the_layer_defaults(name, model, input_shape):
-    # No model picks its own rule any more (lamina 0.x used He-normal for ReLU layers of ConvNet / MLP).
+    # Every model but ConvNet (test below) takes the layers' defaults.
     m = model()
     m(tf.zeros(input_shape))
     checked = 0
@@ -207,6 +206,30 @@ def test_models_use_the_layer_defaults(name, model, input_shape):
         elif leaf in ("bias", "offset"):
             np.testing.assert_array_equal(w, np.zeros_like(w), err_msg=path)
     assert checked >= 3
+
+
+def _fan_in(w: np.ndarray) -> int:
+    return int(np.prod(w.shape[:-1]))
+
+
+@pytest.mark.parametrize("activation,hidden_rule", [("relu", "he"), ("tanh", "lecun")])
+def test_convnet_keeps_its_measured_rule(activation, hidden_rule):
+    # ConvNet's own default (docs/initializers.md): He-normal (truncated, variance 2 / fan_in)
+    # before ReLU-like activations, LeCun-normal (1 / fan_in) before others and for the logits.
+    m = lm.models.ConvNet(10, widths=(64, 128), hidden=256, activation=activation)
+    m(tf.zeros((1, 16, 16, 8)))
+    scale = {"he": 2.0, "lecun": 1.0}[hidden_rule]
+    paths = m.variable_paths()
+    weights = {p: v.numpy() for p, v in paths.items() if p.endswith("weights")}
+    assert len(weights) == 6
+    for path, w in weights.items():
+        want = math.sqrt((1.0 if path.startswith("classifier") else scale) / _fan_in(w))
+        # the sample std of n draws: a relative standard error of about 1 / sqrt(2n)
+        np.testing.assert_allclose(w.std(), want, rtol=6 / math.sqrt(2 * w.size) + 0.01, err_msg=path)
+        assert np.abs(w).max() <= 2 * want / 0.87962566 + 1e-6, path  # truncated at two standard deviations
+    for path, v in paths.items():
+        if path.endswith("bias"):
+            np.testing.assert_array_equal(v.numpy(), 0.0, err_msg=path)
 
 
 def test_explicit_initializers_are_kept():

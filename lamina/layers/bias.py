@@ -48,7 +48,7 @@ class Bias(Module):
                 raise ValueError(f"{owner}: bias_dims must not contain 0 (the batch axis), got {bias_dims!r}")
             bias_dims = [int(d) for d in dims]
         self.bias_dims = bias_dims
-        self.b_init = initializers.get(b_init, initializers.Zeros())
+        self.b_init = initializers.get(b_init, initializers.default_bias())
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(min_rank=2)
 

@@ -68,9 +68,9 @@ class ConvLSTM2D(RNNCore):
         self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size", owner)
         self.forget_bias = float(forget_bias)
         self.unit_forget_bias = bool(unit_forget_bias) and b_init is None
-        self.w_init = initializers.get(w_init, initializers.GlorotUniform())
-        self.recurrent_init = initializers.get(recurrent_init, initializers.Orthogonal())
-        self.b_init = initializers.get(b_init, initializers.Zeros())
+        self.w_init = initializers.get(w_init, initializers.default_weights("kernel"))
+        self.recurrent_init = initializers.get(recurrent_init, initializers.default_weights("recurrent"))
+        self.b_init = initializers.get(b_init, initializers.default_bias())
         self._dtype = tf.as_dtype(dtype)
         self.output_size = self.filters
         self.spatial: Optional[Tuple[int, int]] = None

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from lamina import initializers
 from lamina.layers._utils import cast_like, normalize_data_format, positive_int
 from lamina.layers.activations import activation_key, get_activation
 from lamina.layers.conv import Conv2D
@@ -23,13 +24,32 @@ from lamina.layers.pool import MaxPool2D
 from lamina.layers.reshape import Flatten
 from lamina.module import Module
 
-__all__ = ["ConvNet", "ConvBlock"]
+__all__ = ["ConvNet", "ConvBlock", "default_init_for"]
 
+# Activations after which a He (2 / fan_in) initialization keeps the variance.
+_RELU_LIKE = {"relu", "relu6", "leaky_relu", "leakyrelu", "elu", "gelu", "silu", "swish"}
 # Activations with max-pool(f(x)) == f(max-pool(x)), gradients included, also in half
 # precision: identity or flat (zero gradient) on each piece, so rounding cannot create
 # new ties that would send a max-pool gradient elsewhere (unlike tanh, sigmoid, ELU).
 # Each with its gradient op, which masks by the activation's output.
 _POOL_COMMUTING = {"relu": (tf.nn.relu, tf.raw_ops.ReluGrad), "relu6": (tf.nn.relu6, tf.raw_ops.Relu6Grad)}
+
+
+def default_init_for(activation: Union[None, str, Callable]) -> initializers.Initializer:
+    """The weight initializer lamina's models use before ``activation``.
+
+    Args:
+      activation: the activation that follows the layer (name, callable or ``None``).
+
+    Returns:
+      ``HeNormal()`` for ReLU-like activations (and custom callables),
+      ``LecunNormal()`` for ``None``, ``tanh``, ``sigmoid`` and other saturating ones.
+    """
+    if activation is None:
+        return initializers.LecunNormal()
+    if isinstance(activation, str):
+        return initializers.HeNormal() if activation_key(activation) in _RELU_LIKE else initializers.LecunNormal()
+    return initializers.HeNormal()
 
 
 def _activated_max_pool(y: tf.Tensor, bias: tf.Tensor, activation: str, pool: MaxPool2D) -> tf.Tensor:
@@ -99,6 +119,8 @@ class ConvBlock(Module):
       activation: name or callable.
       pool: end with a 2x2 max-pool.
       data_format: ``"channels_last"`` or ``"channels_first"``.
+      w_init: the convolutions' initializer (default :func:`default_init_for`
+        the activation: He-normal after ReLU-like ones).
       name: module name.
 
     Raises:
@@ -114,6 +136,7 @@ class ConvBlock(Module):
         activation: Union[str, Callable] = "relu",
         pool: bool = True,
         data_format: str = "channels_last",
+        w_init: Union[None, str, Callable] = None,
         name: Optional[str] = None,
     ) -> None:
         super().__init__(name=name)
@@ -126,6 +149,7 @@ class ConvBlock(Module):
         self.data_format = normalize_data_format(data_format, owner)
         self.batch_norm = bool(batch_norm)
         self.act = get_activation(activation, owner)
+        w_init = default_init_for(activation) if w_init is None else w_init
         self.convs: List[Conv2D] = []
         self.norms: List[BatchNorm] = []
         # Without batch norm, a ReLU or ReLU6 and a pool: the last conv, its bias, the
@@ -144,6 +168,7 @@ class ConvBlock(Module):
                     use_bias=not self.batch_norm,
                     activation=None if self.batch_norm else self.act,
                     data_format=self.data_format,
+                    w_init=w_init,
                     name=f"conv_{j}",
                 )
             )
@@ -195,6 +220,12 @@ class ConvNet(Module):
       hidden: units of the hidden dense layer; ``0``/``None`` for none.
       activation: activation of the convs and the hidden layer.
       data_format: ``"channels_last"`` or ``"channels_first"``.
+      w_init: initializer of every conv and dense kernel. The default is
+        :func:`default_init_for` each layer's activation (He-normal before ReLU,
+        LeCun-normal for the logits), not the layers' own Glorot-uniform default:
+        on this model's digits recipe it measured 99.0 % against Glorot's 98.5 %
+        (10 seeds, ``docs/initializers.md``). For a high, constant learning rate
+        (Adam 1e-2) ``"glorot_uniform"`` measured better.
       name: module name.
 
     Raises:
@@ -216,6 +247,7 @@ class ConvNet(Module):
         hidden: Optional[int] = 128,
         activation: Union[str, Callable] = "relu",
         data_format: str = "channels_last",
+        w_init: Union[None, str, Callable] = None,
         name: str = "convnet",
     ) -> None:
         super().__init__(name=name)
@@ -239,14 +271,21 @@ class ConvNet(Module):
                 batch_norm=batch_norm,
                 activation=activation,
                 data_format=self.data_format,
+                w_init=w_init,
                 name=f"block_{i}",
             )
             for i, w in enumerate(widths)
         ]
         self.flatten = Flatten(name="flatten")
         self.dropout = Dropout(float(dropout), name="dropout") if dropout else None
-        self.hidden = Linear(hidden, activation=activation, name="hidden") if hidden else None
-        self.classifier = Linear(num_classes, name="classifier")
+        self.hidden = (
+            Linear(hidden, activation=activation, w_init=default_init_for(activation) if w_init is None else w_init,
+                   name="hidden")
+            if hidden
+            else None
+        )
+        self.classifier = Linear(num_classes, w_init=default_init_for(None) if w_init is None else w_init,
+                                 name="classifier")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Computes logits.
