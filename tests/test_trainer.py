@@ -185,8 +185,10 @@ def test_check_numerics_names_step_and_module():
     with pytest.raises(lm.train.TrainingError, match=r"step 2; first non-finite output: the input batch itself"):
         t.train_step(tf.constant(bad), tf.constant(y))
     huge = x.copy()
-    huge[0] = 3e38  # finite, but the convolution overflows
+    huge[0] = 3e38  # finite, but the convolution overflows (all-positive weights: no cancellation)
     t2 = _trainer(seed=9, check_numerics=True)
+    t2.model(tf.constant(x))
+    t2.model.conv.weights.assign(tf.fill(t2.model.conv.weights.shape, 0.5))
     with pytest.raises(lm.train.TrainingError, match=r"step 1; first non-finite output: Conv2D 'conv'"):
         t2.train_step(tf.constant(huge), tf.constant(y))
 
