@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
-IMAGE_MODELS = ("convnet",)  # with resnet* and vit*: models that need (H, W, C) examples
+IMAGE_MODELS = ("convnet", "mobilenet_v2", "unet")  # with resnet* and vit*: models that need (H, W, C) examples
 
 __all__ = ["TrainResult", "EvalResult", "train_run", "evaluate_run", "summarize", "make_optimizer",
            "latest_run", "resolve_model", "apply_freeze", "init_weights"]
@@ -258,6 +258,9 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
               strategy: Any = None) -> TrainResult:
     """Trains a model as ``lamina train`` does: data, model, Trainer, test evaluation, artifacts.
 
+    The run directory is locked while this runs (:func:`lamina.train.run.run_lock`):
+    a second ``train_run`` on it, in this process or another, is refused.
+
     Args:
       config: the run configuration.
       resume: with no ``run_dir``, continue the newest run of this model and data under ``runs/``.
@@ -269,9 +272,15 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
 
     Raises:
       ConfigError: for an unusable configuration.
-      RunDirError: for a run directory holding another run.
+      RunDirError: for a run directory holding another run, or in use by another process.
       DataError / TrainingError / CheckpointError: from the data, the training or the checkpoints.
     """
+    with contextlib.ExitStack() as held:
+        return _train_run(config, resume=resume, quiet=quiet, strategy=strategy, held=held)
+
+
+def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
+               held: contextlib.ExitStack) -> TrainResult:
     t_start = time.perf_counter()
     if config.strategy == "multiworker" and config.run_dir is None:
         raise ConfigError("--strategy multiworker needs --run-dir (the same folder for every worker)")
@@ -304,6 +313,12 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--run-dir {run_dir!r} is a file, not a folder")
     config = config.replace(run_dir=run_dir)
+    from lamina.train.run import run_lock
+
+    lock = held.enter_context(run_lock(run_dir, strategy))  # released however train_run ends
+    from lamina.fileio import remove_stale_temporaries
+
+    remove_stale_temporaries(lock.folder)  # what a killed run left half-written in the folder we hold
     model_kwargs: Dict[str, Any] = {}
     shape = [int(d) for d in dataset.input_shape]
     if config.model == "vit":
@@ -313,6 +328,9 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         for d in shape[1:]:
             features *= d
         model_kwargs["sequence_shape"] = [shape[0], features]
+    if config.model == "gpt":
+        model_kwargs["max_len"] = shape[0]  # the text's window (the vocabulary is num_classes)
+    _check_task(config.model, dataset)
     if config.model in IMAGE_MODELS or config.model.startswith(("resnet", "vit")):
         if len(shape) != 3:
             raise ConfigError(
@@ -396,7 +414,7 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
     if not trained and not fresh:
         say(f"run already finished ({len(history)} epochs); re-evaluated its checkpoint")
     results: Dict[str, Any] = {"epochs_run": len(history), "train_time_s": round(fit_time, 2)}
-    if "test" in dataset.splits:
+    if dataset.splits.get("test"):  # an empty test split has no accuracy (not "0.00%")
         with scope():  # a metric updated inside strategy.run lives in the strategy's scope
             confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
         test_batches = dataset.batches("test", 256, shuffle=False)
@@ -412,8 +430,10 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
         test = trainer.evaluate(test_batches, extra_metrics=[confusion])
         results.update({f"test_{k}": v for k, v in test.items()})
         matrix = confusion.result().numpy()
-        results["confusion_matrix"] = matrix.tolist()
-        if trainer.is_chief:
+        if dataset.task != "language_model":  # no vocabulary x vocabulary table or plot of next tokens
+            results["confusion_matrix"] = matrix.tolist()
+        results.update(_task_results(dataset, matrix, test))
+        if trainer.is_chief and dataset.task != "language_model":
             from lamina.train.plots import plot_confusion
 
             plot_confusion(matrix, os.path.join(run_dir, "confusion.png"), dataset.class_names)
@@ -423,8 +443,42 @@ def train_run(config: RunConfig, *, resume: bool = False, quiet: bool = False,
                 _tensorboard_test_images(trainer, dataset, matrix, run_dir)
     results["total_time_s"] = round(time.perf_counter() - t_start, 2)
     if trainer.is_chief:
-        _write_json_atomic(os.path.join(run_dir, "results.json"), results)
+        from lamina.fileio import atomic_write_json
+
+        atomic_write_json(os.path.join(run_dir, "results.json"), results)
     return TrainResult(run_dir=run_dir, record=record, history=history, results=results, trained=trained)
+
+
+def _check_task(model: str, dataset: Any) -> None:
+    """Refuses a model and data of different tasks (a classifier on text, a GPT on images, ...).
+
+    Raises:
+      ConfigError: naming both and what would fit.
+    """
+    from lamina.models.registry import MODEL_TASKS, model_task
+
+    wanted, got = model_task(model), getattr(dataset, "task", "classification")
+    if wanted == got:
+        return
+    fits = [m for m, t in MODEL_TASKS.items() if t == got]
+    hint = f"use --model {' or '.join(fits)}" if fits else "use a classifier (--model convnet, mlp, resnet18, ...)"
+    what = {"language_model": "a text (.txt) file", "segmentation": "a segmentation folder (images/ + masks/)",
+            "classification": "classification data"}
+    raise ConfigError(f"--model {model} trains on {what[wanted]}, but {dataset.name!r} is {what[got]}: {hint}")
+
+
+def _task_results(dataset: Any, matrix: Any, test: Dict[str, Any]) -> Dict[str, Any]:
+    """What the test split says beyond loss and accuracy: mIoU (segmentation), perplexity (language model)."""
+    import math
+
+    from lamina.metrics import iou_from_confusion
+
+    if dataset.task == "segmentation":
+        per_class, mean = iou_from_confusion(matrix)
+        return {"test_miou": mean, "test_iou": {n: v for n, v in zip(dataset.class_names, per_class)}}
+    if dataset.task == "language_model":
+        return {"test_perplexity": math.exp(min(float(test["loss"]), 50.0))}
+    return {}
 
 
 def _from_pretrained(config: RunConfig, path: str, dataset: Any, strategy: Any) -> Tuple[Any, Any]:
@@ -493,7 +547,7 @@ def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: s
     names = [str(c) for c in dataset.class_names]
     summaries.write_image(writer, "confusion_matrix", summaries.confusion_matrix_image(matrix, names), step)
     shape = tuple(dataset.input_shape)
-    if len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2:
+    if dataset.task == "classification" and (len(shape) == 3 and shape[-1] in (1, 3) or len(shape) == 2):
         x_raw, y = dataset.sample_raw(16, "test")
         if len(x_raw):
             predicted = trainer.predict([dataset.normalize(x_raw)]).argmax(-1)
@@ -502,16 +556,6 @@ def _tensorboard_test_images(trainer: Any, dataset: Any, matrix: Any, run_dir: s
                                                class_names=names, raw_max=raw_max)
             summaries.write_image(writer, "samples", grid, step)
     writer.close()
-
-
-def _write_json_atomic(path: str, data: Dict[str, Any]) -> None:
-    """Writes JSON by temporary file + fsync + rename (never through a symlink left at ``path``)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", which: str = "best",
@@ -536,9 +580,9 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
 
     import lamina as lm
     from lamina import data as ld
-    from lamina.train.run import checkpoint_path, load_run
+    from lamina.train.run import load_run_checkpoint
 
-    model, record = load_run(run_dir, which)
+    model, record, used = load_run_checkpoint(run_dir, which)
     cfg = record.config
     source = data or cfg.data
     dataset = ld.load(source, image_size=tuple(cfg.image_size) if cfg.image_size else None,
@@ -548,13 +592,15 @@ def evaluate_run(run_dir: str, data: Optional[str] = None, split: str = "test", 
                           f"the model expects {tuple(record.input_shape)}")
     if dataset.num_classes != record.num_classes:
         raise ConfigError(f"data {source!r} has {dataset.num_classes} classes, the model has {record.num_classes}")
+    if split in dataset.splits and not dataset.splits[split]:
+        raise ConfigError(f"data {source!r}: the {split!r} split is empty (0 examples); nothing to evaluate")
     trainer = lm.train.Trainer(model, optimizer=None, loss=lm.losses.SoftmaxCrossEntropy(), metrics=["accuracy"], quiet=True)
     confusion = lm.metrics.ConfusionMatrix(dataset.num_classes)
     result = trainer.evaluate(dataset.batches(split, batch_size, shuffle=False), extra_metrics=[confusion])
     names = list(record.class_names) or [str(i) for i in range(dataset.num_classes)]
     return EvalResult(split=split, loss=result["loss"], accuracy=result["accuracy"],
                       confusion=confusion.result().numpy().astype(np.int64), class_names=names,
-                      checkpoint=checkpoint_path(run_dir, which))
+                      checkpoint=used)
 
 
 def summarize(model_name: str, input_shape: Tuple[int, ...], num_classes: int = 10) -> Any:

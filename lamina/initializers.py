@@ -6,6 +6,12 @@ model in the same order gives the same weights, run after run.
 
 Fans follow the usual convention: the last axis is ``fan_out``, the one before it
 ``fan_in``, and any leading (spatial) axes multiply both (the receptive field).
+
+What a layer uses when it is given no initializer is decided in one place,
+:func:`default_weights` and :func:`default_bias`: Keras 3's rule (Glorot-uniform
+kernels, zero biases, orthogonal recurrent weights, ``U(-0.05, 0.05)``
+embeddings), chosen by measurement against PyTorch's and lamina's earlier
+defaults (``docs/initializers.md``).
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ __all__ = [
     "LecunNormal",
     "LecunUniform",
     "Orthogonal",
+    "Identity",
     "get",
     "compute_fans",
+    "WEIGHT_KINDS",
+    "default_weights",
+    "default_bias",
 ]
 
 ShapeLike = Union[Sequence[int], tf.TensorShape]
@@ -263,6 +273,39 @@ class Orthogonal(Initializer):
         return tf.cast(self.gain * tf.reshape(q, shape), dtype)
 
 
+class Identity(Initializer):
+    """The identity map: ``gain * I`` for a matrix, a Dirac kernel for a convolution.
+
+    For a ``(in, out)`` matrix: ones on the main diagonal (``torch.nn.init.eye_``;
+    a rectangular matrix gets the diagonal of its leading square). For a
+    convolution kernel ``(*spatial, in, out)``: a one at the spatial centre
+    ``k // 2`` of each ``(i, i)`` channel pair (``torch.nn.init.dirac_``), so a
+    stride-1 ``SAME`` convolution with it returns its input (its first
+    ``min(in, out)`` channels).
+
+    Args:
+      gain: the multiplier (``Identity(gain)`` is ``gain * I``).
+
+    Raises:
+      ValueError: for a shape of rank < 2 (at call time).
+    """
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = gain
+
+    def __call__(self, shape: ShapeLike, dtype: tf.DType = tf.float32) -> tf.Tensor:
+        shape = [int(d) for d in shape]
+        if len(shape) < 2:
+            raise ValueError(f"Identity: needs a shape of rank >= 2 (a matrix or a kernel), got {shape}")
+        eye = tf.eye(shape[-2], shape[-1], dtype=dtype) * tf.cast(self.gain, dtype)
+        if len(shape) == 2:
+            return eye
+        spatial = shape[:-2]
+        centre = [[d // 2] for d in spatial]
+        index = tf.constant([[c[0] for c in centre]], tf.int32)
+        return tf.scatter_nd(index, eye[tf.newaxis], shape)
+
+
 _BY_NAME = {
     "zeros": Zeros,
     "ones": Ones,
@@ -280,6 +323,9 @@ _BY_NAME = {
     "lecun_normal": LecunNormal,
     "lecun_uniform": LecunUniform,
     "orthogonal": Orthogonal,
+    "identity": Identity,
+    "eye": Identity,
+    "dirac": Identity,
 }
 
 
@@ -308,3 +354,52 @@ def get(init: Union[None, str, Callable], default: Optional[Callable] = None) ->
     if callable(init):
         return init
     raise TypeError(f"initializer must be None, a name or a callable, got {type(init).__name__}")
+
+
+# The kinds of weights :func:`default_weights` knows, and what each gets.
+WEIGHT_KINDS = ("kernel", "recurrent", "embedding")
+
+
+def default_weights(kind: str) -> Initializer:
+    """The initializer a lamina layer uses for a weight of ``kind`` when none is given.
+
+    The rule is Keras 3's, measured best of Keras', PyTorch's and lamina's earlier
+    (He / LeCun normal) defaults over the tasks of ``benchmarks/initializers.py``
+    (``docs/initializers.md``):
+
+    * ``"kernel"``: every dense and convolution kernel (``Linear``, attention
+      projections, ``Conv*D``, ``Conv*DTranspose``, ``DepthwiseConv2D``, the input
+      weights of recurrent cores): :class:`GlorotUniform`,
+      ``U(±sqrt(6 / (fan_in + fan_out)))``, with :func:`compute_fans` of the
+      kernel's own layout (the receptive field times the last two axes), as
+      ``keras.initializers.GlorotUniform`` computes them;
+    * ``"recurrent"``: the hidden-to-hidden weights of recurrent cores: :class:`Orthogonal`;
+    * ``"embedding"``: ``Embedding`` tables: ``Uniform(-0.05, 0.05)``.
+
+    Args:
+      kind: one of :data:`WEIGHT_KINDS`.
+
+    Returns:
+      A new initializer.
+
+    Raises:
+      ValueError: for an unknown ``kind``.
+    """
+    if kind == "kernel":
+        return GlorotUniform()
+    if kind == "recurrent":
+        return Orthogonal()
+    if kind == "embedding":
+        return Uniform(-0.05, 0.05)
+    raise ValueError(f"default_weights: kind must be one of {list(WEIGHT_KINDS)}, got {kind!r}")
+
+
+def default_bias() -> Initializer:
+    """The initializer of every lamina layer's bias when none is given: :class:`Zeros`.
+
+    (``LSTM`` then sets its forget-gate slice to 1, ``unit_forget_bias``.)
+
+    Returns:
+      A new initializer.
+    """
+    return Zeros()

@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-__all__ = ["Metric", "Mean", "Accuracy", "TopKAccuracy", "ConfusionMatrix", "classification_report"]
+__all__ = ["Metric", "Mean", "Accuracy", "TopKAccuracy", "ConfusionMatrix", "classification_report",
+           "iou_from_confusion"]
 
 
 def _positive_int(value: Any, what: str, owner: str) -> int:
@@ -367,6 +368,30 @@ class ConfusionMatrix(Metric):
     def result(self) -> tf.Tensor:
         """Returns the ``(C, C)`` count matrix (rows: true, columns: predicted)."""
         return tf.convert_to_tensor(self.matrix)
+
+
+def iou_from_confusion(confusion_matrix: Any) -> Tuple[List[Optional[float]], float]:
+    """Per-class intersection over union and their mean (mIoU) from a ``(C, C)`` confusion matrix.
+
+    ``IoU_c = M[c, c] / (sum of row c + sum of column c - M[c, c])``: true
+    positives over the pixels (or examples) that are ``c`` in the truth or the
+    prediction. A class that appears in neither has no IoU (``None``) and is
+    left out of the mean.
+
+    Args:
+      confusion_matrix: counts, rows true, columns predicted (:class:`ConfusionMatrix`).
+
+    Returns:
+      ``(per-class IoU or None, mean IoU over the classes that have one)``.
+    """
+    import numpy as np
+
+    m = np.asarray(confusion_matrix, np.float64)
+    tp = np.diag(m)
+    union = m.sum(0) + m.sum(1) - tp
+    per_class = [float(t / u) if u > 0 else None for t, u in zip(tp, union)]
+    present = [v for v in per_class if v is not None]
+    return per_class, float(np.mean(present)) if present else 0.0
 
 
 def classification_report(

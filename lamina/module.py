@@ -457,6 +457,8 @@ class Module(tf.Module):
                 f"set_weights: none of the {len(weights)} given names is one of the {len(variables)} variables "
                 f"(given {deferred.describe_keys(weights, 3)}, expected {deferred.describe_keys(variables, 3)})"
             ))
+        # Every value is checked and converted before the first assignment: a bad one changes nothing.
+        values = {}
         for key, var in variables.items():
             if key not in weights:
                 continue
@@ -465,9 +467,11 @@ class Module(tf.Module):
                 raise ValueError(
                     self.error(f"set_weights: '{key}' expected shape {tuple(var.shape)}, got {tuple(value.shape)}")
                 )
-        for key, var in variables.items():
-            if key in weights:
-                var.assign(np.asarray(weights[key]).astype(var.dtype.as_numpy_dtype))
+            if value.dtype.kind not in "biuf":
+                raise ValueError(self.error(f"set_weights: '{key}' must hold numbers, got dtype {value.dtype}"))
+            values[key] = value.astype(var.dtype.as_numpy_dtype, copy=False)
+        for key, value in values.items():
+            variables[key].assign(value)
 
 
 def _check_module(module: Any, what: str) -> "Module":

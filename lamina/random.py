@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random as _py_random
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["set_seed", "next_seed", "get_seed"]
+__all__ = ["set_seed", "next_seed", "get_seed", "preserved_seeds"]
 
 _lock = threading.Lock()
 _state = {"seed": None, "counter": 0, "base": int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF}
@@ -56,3 +57,19 @@ def next_seed() -> tf.Tensor:
         _state["counter"] += 1
         base = _state["base"]
     return tf.constant([base, counter], dtype=tf.int64)
+
+
+@contextlib.contextmanager
+def preserved_seeds() -> Iterator[None]:
+    """Runs a block whose :func:`next_seed` calls leave no trace (a throw-away build of a model).
+
+    Yields:
+      Nothing; afterwards the seed counter is where it was before the block.
+    """
+    with _lock:
+        saved = dict(_state)
+    try:
+        yield
+    finally:
+        with _lock:
+            _state.update(saved)

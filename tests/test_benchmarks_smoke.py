@@ -61,7 +61,18 @@ def test_profile_step_smoke() -> None:
     assert "## lamina on mlp" in out and "kernel (node:op)" in out
 
 
-@pytest.mark.parametrize("script", ["train_step.py", "inference.py", "startup.py", "profile_step.py", "data_pipeline.py"])
+def test_generate_smoke() -> None:
+    # A 2-layer, 32-wide decoder: lamina cached / cached under XLA / recompute and the PyTorch KV-cache twin,
+    # whose greedy tokens must all agree.
+    out = _run([str(BENCH / "generate.py"), "--smoke"])
+    assert "CPU:" in out and "| variant" in out and "tokens/s" in out
+    for variant in ("lamina-cached", "lamina-cached-xla", "lamina-recompute", "torch-cached"):
+        assert f"| {variant} " in out, variant
+        assert f"{variant}: first call" in out and "at 12 of 12 positions" in out.split(f"{variant}: first call")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("script", ["train_step.py", "inference.py", "startup.py", "profile_step.py", "data_pipeline.py",
+                                    "generate.py"])
 def test_help(script: str) -> None:
     assert "usage" in _run([str(BENCH / script), "--help"], timeout=60).lower()
 
@@ -86,3 +97,12 @@ def test_data_pipeline_smoke() -> None:
 def test_remat_smoke() -> None:
     out = _run([str(BENCH / "remat.py"), "--smoke"])
     assert out.startswith("machine: ") and "| remat " in out and "remat / plain: memory for the step" in out
+
+
+def test_initializers_smoke() -> None:
+    out = _run([str(BENCH / "initializers.py"), "--smoke"], timeout=300.0)
+    for task in ("digits-convnet", "cnn-adam", "mlp-cancer", "gru-rows", "lstm-rows", "transformer-tokens"):
+        assert f"### {task}:" in out, task
+    for scheme in ("default", "lamina0", "torch", "he_uniform"):
+        assert f"| {scheme} " in out, scheme
+    assert "done:" in out

@@ -66,7 +66,7 @@ def test_resume_refuses_a_changed_option_and_retries_a_run_that_never_saved(tmp_
     err = capsys.readouterr().err.strip()
     assert err == (f"lamina: error: cannot resume {run!r} with --lr 0.1: it was trained with 0.003 (only --epochs, "
                    "--max-steps, --checkpoint-every, --keep-checkpoints, --patience, --check-numerics, --strategy, "
-                   "--jit, --mlflow may change on resume); use another --run-dir")
+                   "--jit, --deterministic, --mlflow may change on resume); use another --run-dir")
     # A run that failed before its first checkpoint leaves nothing to protect: another model may start there.
     fresh = tmp_path / "failed"
     fresh.mkdir()

@@ -100,6 +100,22 @@ def _image_folder(tmp, corrupt):
     return str(root)
 
 
+def _text(tmp, content):
+    path = tmp / "book.txt"
+    path.write_text(content)
+    return str(path)
+
+
+def _segmentation_without_mask(tmp):
+    root = tmp / "seg"
+    for d in ("images", "masks"):
+        (root / d).mkdir(parents=True)
+    for name in ("a", "b"):
+        _png(root / "images" / f"{name}.png")
+    _png(root / "masks" / "a.png", 1)
+    return str(root)
+
+
 def _foreign_run(tmp, run):
     d = tmp / "foreign"
     d.mkdir()
@@ -140,6 +156,45 @@ def _no_checkpoint_run(tmp, run):
     return str(d)
 
 
+_HELD = []  # locks held by a "run dir in use" case until the end of the session
+
+
+def _resume_other_batch(tmp, run):
+    return ["train", "--run-dir", _copy_run(run, tmp), "--epochs", "1", "--max-steps", "3", "--batch-size", "64",
+            "--quiet"]
+
+
+def _run_in_use(tmp, run):
+    from lamina.train.lock import RunLock
+
+    run = _copy_run(run, tmp)
+    _HELD.append(RunLock(run).acquire())  # as another process would
+    return ["train", "--run-dir", run, "--epochs", "1", "--max-steps", "3", "--batch-size", "32", "--quiet"]
+
+
+def _config_link_outside(tmp, run):
+    run = _copy_run(run, tmp)
+    shutil.move(os.path.join(run, "config.json"), tmp / "elsewhere.json")
+    os.symlink(tmp / "elsewhere.json", os.path.join(run, "config.json"))
+    return ["evaluate", run]
+
+
+def _export_file_outside(tmp, run):
+    (tmp / "secret.txt").write_text("secret")
+    folder = tmp / "a" / "export"
+    folder.mkdir(parents=True)
+    (folder / "lamina_export.json").write_text(json.dumps({
+        "format": "tflite", "file": "../../secret.txt", "input_shape": [6, 6, 1], "class_names": ["a", "b"],
+        "preprocessing": {"scale": 1.0, "mean": [0.0], "std": [1.0]}}))
+    _png(tmp / "x.png")
+    return ["predict", str(folder), str(tmp / "x.png")]
+
+
+def _fifo_data(tmp, run):
+    os.mkfifo(tmp / "pipe.npz")
+    return ["train", "--data", str(tmp / "pipe.npz"), "--run-dir", str(tmp / "r"), "--quiet"]
+
+
 CASES = [
     # command line
     ("unknown flag", lambda t, r: ["train", "--epochz", "3"], "unrecognized arguments: --epochz"),
@@ -171,8 +226,16 @@ CASES = [
     ("config: missing file", lambda t, r: ["train", "--config", str(t / "nope.yaml")], "does not exist"),
     # data
     ("missing data folder", lambda t, r: ["train", "--data", str(t / "no_such_folder")], "no_such_folder: no such file or folder"),
-    ("unsupported data file", s_data(lambda t: (t / "notes.txt").write_text("hi") and str(t / "notes.txt")),
-     "unsupported file type '.txt'"),
+    ("unsupported data file", s_data(lambda t: (t / "notes.md").write_text("hi") and str(t / "notes.md")),
+     "unsupported file type '.md'"),
+    ("text too short", lambda t, r: ["train", "--model", "gpt", "--data", _text(t, "hi"), "--run-dir", str(t / "r")],
+     "tokens leave no 129-token window for the train split"),
+    ("text option on other data", lambda t, r: ["train", "--data", "digits?window=3"], "window apply to .txt files only"),
+    ("classifier on text", lambda t, r: ["train", "--data", _text(t, "abc " * 400), "--run-dir", str(t / "r")],
+     "--model convnet trains on classification data, but 'book' is a text (.txt) file: use --model gpt"),
+    ("language model on images", lambda t, r: ["train", "--model", "gpt"],
+     "--model gpt trains on a text (.txt) file, but 'digits' is classification data"),
+    ("segmentation: missing mask", s_data(_segmentation_without_mask), "no mask for image 'b'"),
     ("raw pickle named .npz", s_data(_pickle_file), "is a Python pickle, it contains pickled objects; refusing to load"),
     ("corrupt .npz", s_data(lambda t: (t / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip") and str(t / "junk.npz")),
      "not a valid .npz file"),
@@ -182,10 +245,24 @@ CASES = [
     ("npz with negative labels", s_data(lambda t: _npz(t / "neg.npz", y_train=-np.ones(40, np.int64))), "labels must be >= 0"),
     ("unreadable image", s_data(lambda t: _image_folder(t, corrupt=True)), "broken.png: corrupt or unreadable image"),
     ("empty image folder", s_data(lambda t: (t / "empty").mkdir() or str(t / "empty")), "empty folder"),
+    ("npz with a label past 2**31", s_data(lambda t: _npz(t / "big.npz", y_train=np.r_[np.arange(39) % 4, 2**32 + 1])),
+     "big.npz [y_train]: label 4294967297 is out of range [0, 2**31) for a class id"),
+    ("npz with an absurd label", s_data(lambda t: _npz(t / "absurd.npz", y_train=np.r_[np.arange(39) % 4, 10**9])),
+     "absurd.npz [y_train]: label 1000000000 implies 1,000,000,001 classes, more than 100,000"),
+    ("FIFO named like data", _fifo_data, "pipe.npz: is a FIFO, not a regular file; refusing to read it"),
+    ("absurd image size", lambda t, r: ["train", "--image-size", "100000,100000"],
+     "image_size must be at most 16384 pixels a side, got (100000, 100000)"),
+    ("image size past memory", lambda t, r: ["train", "--image-size", "16000,16000"],
+     "resizing 1437 images to 16000x16000 needs"),
     # run directories and checkpoints
     ("run dir of another model", _foreign_run, "holds a different run (model: 'mlp' there, 'convnet' now)"),
     ("checkpoints without config", _checkpoints_without_config, "holds checkpoints but no config.json"),
     ("run dir is a file", _run_dir_is_a_file, "is a file, not a folder"),
+    ("resume with another option", _resume_other_batch, "with --batch-size 64: it was trained with 32 (only --epochs,"),
+    ("run dir in use", _run_in_use, f"is in use by another lamina train (pid {os.getpid()} on "),
+    ("config.json leads outside", _config_link_outside, "outside the run directory; refusing to read it"),
+    ("export metadata names a file outside", _export_file_outside,
+     "lamina_export.json names '../../secret.txt', which leads outside the folder; refusing to read it"),
     ("resume from a corrupt checkpoint", lambda t, r: ["train", "--run-dir", _corrupt_latest(t, r), "--quiet"],
      "no intact checkpoint: ckpt-3 is corrupt (ckpt-3.data-00000-of-00001 does not match its SHA-256 checksum)"),
     ("evaluate: missing run dir", lambda t, r: ["evaluate", str(t / "nope")], "does not exist"),

@@ -226,8 +226,10 @@ def test_builds_once_and_default_init_scale():
     conv(tf.zeros((2, 6, 6, 32)))
     conv(tf.zeros((5, 7, 9, 32)))
     assert len(conv.variables) == 2
-    # LeCun normal: variance 1 / fan_in with fan_in = 3 * 3 * 32.
-    np.testing.assert_allclose(conv.weights.numpy().std(), 1 / math.sqrt(288), rtol=0.1)
+    # Glorot uniform: U(±sqrt(6 / (fan_in + fan_out))), fan_in = 3 * 3 * 32, fan_out = 3 * 3 * 64.
+    w, bound = conv.weights.numpy(), math.sqrt(6 / (288 + 576))
+    assert 0.99 * bound < np.abs(w).max() <= bound
+    np.testing.assert_allclose(w.std(), bound / math.sqrt(3), rtol=0.05)
 
 
 # --------------------------------------------------------------- tf.function
@@ -407,10 +409,12 @@ def test_depthwise_gradients_and_init():
     (yt * torch.from_numpy(g.numpy()).permute(0, 3, 1, 2)).sum().backward()
     assert_close(dx, xt.grad.permute(0, 2, 3, 1).numpy(), atol=1e-4, rtol=1e-4)
     assert_close(dw, w.grad.numpy(), atol=1e-4, rtol=1e-4)
-    # default init: LeCun normal with the depthwise fan-in kh * kw (not kh * kw * in_channels)
+    # default init: Glorot uniform with Keras' fans of the (3, 3, 32, 4) kernel: 9 * 32 and 9 * 4
     big = lm.DepthwiseConv2D(kernel_size=3, depth_multiplier=4)
     big(tf.zeros((1, 4, 4, 32)))
-    np.testing.assert_allclose(big.weights.numpy().std(), 1 / 3, rtol=0.1)
+    w, bound = big.weights.numpy(), math.sqrt(6 / (9 * 32 + 9 * 4))
+    assert 0.98 * bound < np.abs(w).max() <= bound
+    np.testing.assert_allclose(w.std(), bound / math.sqrt(3), rtol=0.1)
 
 
 def test_depthwise_low_precision_and_tf_function():

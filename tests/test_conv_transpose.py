@@ -213,11 +213,16 @@ def test_low_precision_input(n):
     assert_close(tf.cast(y, tf.float32), y32, atol=0.05 * float(tf.reduce_max(tf.abs(y32))), rtol=0.05)
 
 
-def test_default_init_uses_the_true_fan_in():
-    layer = lm.Conv2DTranspose(2, kernel_size=3)
+def test_default_init_is_glorot_over_both_channel_axes():
+    # Glorot's bound sqrt(6 / (9 * (in + out))) is the same whichever channel axis is fan-in
+    # (Keras and PyTorch both call the output channels fan-in of a transposed kernel).
+    layer = lm.Conv2DTranspose(16, kernel_size=3)
     layer(tf.zeros((1, 3, 3, 32)))
-    assert layer.weights.shape == (3, 3, 2, 32)
-    np.testing.assert_allclose(layer.weights.numpy().std(), 1 / math.sqrt(3 * 3 * 32), rtol=0.1)
+    assert layer.weights.shape == (3, 3, 16, 32)
+    w, bound = layer.weights.numpy(), math.sqrt(6 / (9 * 32 + 9 * 16))
+    assert 0.99 * bound < np.abs(w).max() <= bound
+    np.testing.assert_allclose(w.std(), bound / math.sqrt(3), rtol=0.05)
+    np.testing.assert_array_equal(layer.bias.numpy(), np.zeros(16))
 
 
 def _err(name):

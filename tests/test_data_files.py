@@ -258,10 +258,12 @@ def test_csv_bad_cells(tmp_path, body, pattern):
 def test_missing_path_and_unknown_type(tmp_path):
     with pytest.raises(ld.DataError, match=r"nope\.npz: no such file or folder"):
         ld.load(str(tmp_path / "nope.npz"))
-    other = tmp_path / "data.txt"
+    other = tmp_path / "data.json"
     other.write_text("1,2")
-    with pytest.raises(ld.DataError, match=r"data\.txt: unsupported file type '\.txt'"):
+    with pytest.raises(ld.DataError, match=r"data\.json: unsupported file type '\.json'; expected \.npz, \.csv or \.txt"):
         ld.load(str(other))
+    (tmp_path / "book.txt").write_text("x")
+    assert ld.source_kind(str(tmp_path / "book.txt")) == "text"
     assert ld.source_kind("digits") == "digits" and ld.source_kind(None) == "digits"
     assert ld.source_kind("MNIST") == "named" and ld.source_kind("tfds:mnist") == "tfds"
 

@@ -415,7 +415,7 @@ def test_cli_multiworker_chief_writes_and_workers_agree(tmp_path):
     for name in ("config.json", "results.json", "confusion.png", "checkpoints/ckpt-2.index"):
         assert (run_dir / name).exists(), name
     worker = run_dir / "_workers" / "worker_1"
-    assert sorted(p.name for p in worker.iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in worker.iterdir()) == [".lamina.lock", "checkpoints"]  # (its own lock)
     chief_ckpt = tf.train.load_checkpoint(str(run_dir / "checkpoints" / "ckpt-2"))
     worker_ckpt = tf.train.load_checkpoint(str(worker / "checkpoints" / "ckpt-2"))
     keys = [k for k in chief_ckpt.get_variable_to_shape_map() if k.startswith(("model/", "optimizer/", "step/"))]

@@ -54,3 +54,19 @@ def test_dcgan_vae_and_char_lm_run_through_the_trainer(tmp_path, capsys):
     assert lm_run["sample"].startswith("The ``for`` statement") and len(lm_run["sample"]) >= len("The ``for`` statement")
     out = capsys.readouterr().out
     assert "digits score" in out and "negative ELBO" in out and "bits per character" in out
+
+
+def test_unet_and_vqvae_examples_run(tmp_path, capsys):
+    """Smoke runs of the U-Net (default step on image + mask pairs) and VQ-VAE (custom step) examples."""
+    unet = _load("unet_shapes")
+    x, y = unet.make_shapes(4, seed=3)
+    assert x.shape == (4, 32, 32, 1) and y.shape == (4, 32, 32) and set(np.unique(y)) <= {0, 1, 2, 3}
+    assert (np.unique(y) > 0).any()  # shapes were drawn
+    np.testing.assert_array_equal(unet.make_shapes(4, seed=3)[1], y)
+    run = unet.main(["--epochs", "1", "--max-steps", "2", "--train", "32", "--run-dir", str(tmp_path / "unet")])
+    assert 0.0 <= run["miou"] <= 1.0 and os.path.exists(tmp_path / "unet" / "predictions.png")
+    vq = _load("vqvae").main(["--epochs", "1", "--max-steps", "3", "--run-dir", str(tmp_path / "vq")])
+    assert vq["test"]["loss"] == pytest.approx(vq["test"]["mse"] + vq["test"]["vq_loss"], rel=1e-5)
+    assert 1.0 <= vq["perplexity"] <= 64.0 and 1 <= vq["codes_used"] <= 64
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "code perplexity" in out

@@ -342,8 +342,11 @@ def test_interrupted_save_is_invisible_and_cleaned_up(tmp_path, monkeypatch):
         mgr.save(checkpoint_number=2)
     monkeypatch.setattr(os, "replace", real_replace)
     assert tf.train.latest_checkpoint(mgr.directory).endswith("ckpt-1")
-    assert mgr.latest_good().endswith("ckpt-1")
     assert any(n.startswith(".tmp-") for n in os.listdir(mgr.directory))
+    assert latest_good_checkpoint(mgr.directory).endswith("ckpt-1")  # a reader changes nothing
+    assert any(n.startswith(".tmp-") for n in os.listdir(mgr.directory))
+    assert mgr.latest_good().endswith("ckpt-1")  # the writer's resume removes what the crash left
+    assert not any(n.startswith(".tmp-") for n in os.listdir(mgr.directory))
     mgr.save(checkpoint_number=3)
     assert not any(n.startswith(".tmp-") for n in os.listdir(mgr.directory))
     assert [os.path.basename(p) for p in mgr.checkpoints] == ["ckpt-1", "ckpt-3"]

@@ -59,7 +59,7 @@ _SCRIPT = textwrap.dedent(
         modules = {{"vae": model}}
     else:
         ex = example("char_lm")
-        model = ex.CharTransformer(max_len=16, dim=16, heads=2, layers=1, mlp=32)
+        model = ex.build_model(max_len=16, dim=16, heads=2, layers=1, mlp=32)
         trainer = ex.LanguageModelTrainer(model, lm.optim.AdamW(1e-3, no_weight_decay="bias_and_norm"), loss=None,
                                           metrics=(), grad_accum_steps=3, **common)
         train, _ = ex.load_text(window=16)

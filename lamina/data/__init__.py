@@ -3,7 +3,9 @@
 ``lamina.data.load(source)`` reads the bundled 8x8 digits (default), a named
 public set (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``;
 downloaded once, verified), ``tfds:NAME``, an ``.npz``, a ``.csv``, a folder
-of IDX files, a folder of TFRecord shards or an image folder, and returns a
+of IDX files, a folder of TFRecord shards or an image folder (or, for language
+models and segmentation, a ``.txt`` file or an images + masks folder: a
+:class:`PairedDataSet`), and returns a
 :class:`DataSet` (in memory) or, for image and TFRecord folders too big for
 memory, a :class:`StreamingDataSet` read from disk batch by batch; both serve
 the same seeded, exactly resumable ``batches()``. ``convert`` writes sharded
@@ -23,6 +25,8 @@ from lamina.data.inspection import inspect
 from lamina.data.load import DEFAULT_SOURCE, NAMED_SOURCES, STREAMING_KINDS, load, source_kind
 from lamina.data.named import cache_root, dataset_folder
 from lamina.data.streaming import STREAM_THRESHOLD_BYTES, StreamingDataSet
+from lamina.data.paired import PairedDataSet
+from lamina.data.text import TextCodec
 
 __all__ = [
     "AUGMENTATIONS",
@@ -37,6 +41,8 @@ __all__ = [
     "DataError",
     "DataSet",
     "DataSetBase",
+    "PairedDataSet",
+    "TextCodec",
     "StreamingDataSet",
     "cache_root",
     "convert",

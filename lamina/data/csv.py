@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv as _csv
+import io
 import math
 import os
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from lamina.data.checks import MAX_LABEL, check_num_classes, open_regular
 from lamina.data.errors import DataError
 from lamina.data.split import split_indices
 
@@ -62,6 +64,8 @@ def check_label(label: str, path: str, line: int, numeric: bool) -> None:
         raise DataError(f"{path}:{line}: label {label!r} is not an integer class id")
     if value < 0:
         raise DataError(f"{path}:{line}: label {label!r} is negative; class ids start at 0")
+    if value > MAX_LABEL:
+        raise DataError(f"{path}:{line}: label {label!r} is out of range [0, 2**31) for a class id")
 
 
 def label_index(
@@ -115,10 +119,10 @@ def load_csv_arrays(
       DataError: naming ``file:line`` for non-numeric features, ragged rows,
         bad labels; or for a missing/empty file.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(open_regular(path), newline="", encoding="utf-8-sig") as f:
             reader = _csv.reader(f)
             rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
     except (OSError, UnicodeDecodeError, _csv.Error) as err:
@@ -154,6 +158,7 @@ def load_csv_arrays(
 
     if numeric_labels:
         y = np.asarray([int(float(v)) for v in raw_labels], np.int64)
+        check_num_classes(int(y.max()), path)
         class_names = [str(i) for i in range(int(y.max()) + 1)]
     else:
         class_names = sorted(set(raw_labels))

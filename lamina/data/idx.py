@@ -8,6 +8,8 @@ big-endian uint32 sizes, then the elements in C order, big-endian.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import struct
 import zlib
@@ -15,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from lamina.data.checks import as_labels
+from lamina.data.checks import as_labels, check_allocation, open_regular
 from lamina.data.errors import DataError
 
 __all__ = ["IDX_DTYPES", "IDX_FILES", "read_idx", "find_idx_files", "is_idx_folder", "load_idx_folder", "load_idx_pair"]
@@ -34,18 +36,32 @@ IDX_FILES: Dict[str, Tuple[str, ...]] = {
 def _read_bytes(path: str) -> bytes:
     """Reads a file, gunzipping it when it starts with the gzip magic."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read()
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
+            data = _gunzip(data, path)
         except (OSError, EOFError, zlib.error) as err:
             raise DataError(f"{path}: corrupt or truncated gzip data ({err})") from None
     elif path.endswith(".gz"):
         raise DataError(f"{path}: not a gzip file (bad gzip magic)")
     return data
+
+
+def _gunzip(data: bytes, path: str) -> bytes:
+    """Decompresses gzip data in chunks, refusing more output than this machine's memory (a gzip bomb)."""
+    out = []
+    size = 0
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        while True:
+            chunk = stream.read(1 << 26)
+            if not chunk:
+                return b"".join(out)
+            size += len(chunk)
+            check_allocation(size, f"{path}: decompressing it")
+            out.append(chunk)
 
 
 def read_idx(path: str, ndim: Optional[int] = None) -> np.ndarray:
@@ -79,7 +95,7 @@ def read_idx(path: str, ndim: Optional[int] = None) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
     shape = struct.unpack(f">{dims}I", data[4:header])
     dtype = np.dtype(IDX_DTYPES[type_code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: sizes in the header cannot overflow
     found = len(data) - header
     if found < expected:
         raise DataError(f"{path}: truncated IDX file: shape {tuple(shape)} needs {expected} data bytes, found {found}")

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from lamina.data.checks import open_regular
 from lamina.data.decode import decode_image_bytes
 from lamina.data.errors import DataError
 from lamina.data.split import split_indices
@@ -159,7 +160,7 @@ def decode_image_file(path: str) -> np.ndarray:
       DataError: if the file cannot be read or decoded.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or device named like an image would block or never end
             data = f.read()
     except OSError as err:
         raise DataError(f"{path}: cannot read image ({err.strerror or err})") from None

@@ -7,10 +7,12 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from lamina.data.checks import check_allocation
 from lamina.data.errors import DataError
 
 __all__ = [
     "COLOR_MODES",
+    "MAX_IMAGE_SIDE",
     "check_image_size",
     "check_color_mode",
     "native_color_mode",
@@ -20,6 +22,8 @@ __all__ = [
 ]
 
 COLOR_MODES: Tuple[str, ...] = ("rgb", "grayscale")
+# Larger sides are certainly a typo (TensorFlow's resize kernels index with int32 as well).
+MAX_IMAGE_SIDE = 16384
 
 ImageSize = Union[None, int, Sequence[int]]
 
@@ -48,6 +52,8 @@ def check_image_size(image_size: ImageSize) -> Optional[Tuple[int, int]]:
         raise DataError(f"image_size must be an integer or (height, width), got {image_size!r}")
     if min(size) < 1:
         raise DataError(f"image_size must be positive, got {image_size!r}")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise DataError(f"image_size must be at most {MAX_IMAGE_SIDE} pixels a side, got {image_size!r}")
     return (size[0], size[1])
 
 
@@ -132,6 +138,10 @@ def resize_images(x: np.ndarray, size: Tuple[int, int], chunk: int = 4096) -> np
     """
     if tuple(x.shape[1:3]) == tuple(size):
         return x
+    pixels = size[0] * size[1] * x.shape[-1]
+    # The result, plus one chunk resized in float32 (TensorFlow's output and its cast back).
+    check_allocation(x.shape[0] * pixels * x.dtype.itemsize + min(chunk, x.shape[0]) * pixels * 8,
+                     f"resizing {x.shape[0]} images to {size[0]}x{size[1]}")
     parts = []
     for start in range(0, x.shape[0], chunk):
         part = tf.image.resize(tf.cast(x[start : start + chunk], tf.float32), size, method="bilinear", antialias=True)

@@ -24,6 +24,8 @@ from lamina.data.split import split_indices
 from lamina.data import streaming as _streaming
 from lamina.data.tfds import load_tfds_arrays, tfds_index
 from lamina.data.tfrecord import TFRecordStream, is_tfrecord_folder, read_index
+from lamina.data.segmentation import is_segmentation_folder, load_segmentation_folder
+from lamina.data.text import load_text_file
 
 __all__ = ["DEFAULT_SOURCE", "NAMED_SOURCES", "STREAMING_KINDS", "load", "source_kind", "split_source_options"]
 
@@ -35,7 +37,8 @@ Splits = Dict[str, Tuple[np.ndarray, np.ndarray]]
 # Sources that can be streamed from disk (the others are read into memory).
 STREAMING_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds", "csv")
 _BAD_FILE_KINDS: Tuple[str, ...] = ("image_folder", "tfrecord", "tfds")  # sources with files to decode
-_OPTIONS = ("stream", "on_bad_file")
+_OPTIONS = ("stream", "on_bad_file", "tokens", "window")
+_TEXT_OPTIONS = ("tokens", "window")  # only for .txt files
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -87,7 +90,8 @@ def source_kind(source: Optional[str]) -> str:
       source: as for :func:`load`.
 
     Returns:
-      ``"digits"``, ``"named"``, ``"tfds"``, ``"npz"``, ``"csv"``, ``"idx"``, ``"tfrecord"`` or ``"image_folder"``.
+      ``"digits"``, ``"named"``, ``"tfds"``, ``"npz"``, ``"csv"``, ``"text"``, ``"idx"``, ``"tfrecord"``,
+      ``"segmentation"`` or ``"image_folder"``.
 
     Raises:
       DataError: for a missing path or an unsupported file type.
@@ -110,13 +114,17 @@ def source_kind(source: Optional[str]) -> str:
     if os.path.isdir(path):
         if is_tfrecord_folder(path):
             return "tfrecord"
+        if is_segmentation_folder(path):
+            return "segmentation"
         return "idx" if is_idx_folder(path) else "image_folder"
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
         return "npz"
     if ext == ".csv":
         return "csv"
-    raise DataError(f"{text}: unsupported file type {ext or '(no extension)'!r}; expected .npz or .csv, or a folder")
+    if ext == ".txt":
+        return "text"
+    raise DataError(f"{text}: unsupported file type {ext or '(no extension)'!r}; expected .npz, .csv or .txt, or a folder")
 
 
 def _add_validation(splits: Splits, fraction: float, seed: int, what: str) -> Splits:
@@ -138,7 +146,7 @@ def _display_name(source: str, kind: str) -> str:
         return "tfds:" + source.split(":", 1)[1]
     path = os.path.abspath(os.path.expanduser(source)).rstrip(os.sep)
     base = os.path.basename(path)
-    return base if kind in ("idx", "image_folder", "tfrecord") else os.path.splitext(base)[0]
+    return base if kind in ("idx", "image_folder", "tfrecord", "segmentation") else os.path.splitext(base)[0]
 
 
 def _wants_stream(stream: Optional[bool], decoded_bytes: int) -> bool:
@@ -178,7 +186,12 @@ def load(
         ``.npz`` (``x_train``/``y_train``/``x_test``/``y_test``), a ``.csv``,
         a folder of IDX files, a folder of TFRecord shards (written by
         :func:`lamina.data.convert`, or ``train-*.tfrecord`` files), or an
-        image folder (one sub-folder per class). A path may end in options:
+        image folder (one sub-folder per class). Two more kinds give a
+        :class:`~lamina.data.paired.PairedDataSet` with array targets: a
+        ``.txt`` file (a language model's token windows;
+        ``"FILE.txt?tokens=char&window=64"``, see :mod:`lamina.data.text`) and
+        a segmentation folder (``images/`` + ``masks/``, see
+        :mod:`lamina.data.segmentation`). A path may end in options:
         ``"PATH?stream=1"``, ``"PATH?on_bad_file=fail"`` (joined with ``&``).
       image_size: resize images to ``(height, width)`` (or one int).
       color_mode: ``"rgb"`` or ``"grayscale"`` (default: as stored).
@@ -263,6 +276,21 @@ def load(
     path = os.path.expanduser(source)
     name = _display_name(source, kind)
     common = dict(source=source, validation_split=float(validation_split), seed=int(seed))
+    text_options = {k: options[k] for k in _TEXT_OPTIONS if k in options}
+    if text_options and kind != "text":
+        raise DataError(f"{source}: {', '.join(text_options)} apply to .txt files only")
+    if kind == "text":
+        if size is not None or mode is not None:
+            raise DataError(f"{source}: image_size and color_mode apply to images, not to text")
+        window = text_options.get("window")
+        if window is not None and not window.isdigit():
+            raise DataError(f"{source}: window must be a positive integer, got {window!r}")
+        return load_text_file(path, tokens=text_options.get("tokens"), window=int(window) if window else None,
+                              **common)
+    if kind == "segmentation":
+        if mode is not None:
+            raise DataError(f"{source}: color_mode does not apply to segmentation folders (images are read as stored)")
+        return load_segmentation_folder(path, image_size=size, **common)
 
     if kind == "image_folder":
         listing = list_image_folder(path)

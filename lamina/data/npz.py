@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from typing import Dict, Tuple
 
 import numpy as np
 
-from lamina.data.checks import as_examples, as_labels
+from lamina.data.checks import as_examples, as_labels, check_allocation, open_regular
 from lamina.data.errors import DataError
 
 __all__ = ["NPZ_KEYS", "load_npz_arrays", "scale_for"]
@@ -30,10 +31,37 @@ def scale_for(x: np.ndarray) -> float:
     return 1.0 / 255.0 if np.asarray(x).dtype == np.uint8 else 1.0
 
 
+def _check_header(archive: "np.lib.npyio.NpzFile", key: str, path: str) -> None:
+    """Checks one member's ``.npy`` header against its size before NumPy allocates what the header says."""
+    names = archive.zip.namelist()
+    member = key + ".npy" if key + ".npy" in names else key
+    info = archive.zip.getinfo(member)
+    with archive.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return  # NumPy refuses it (pickles) with its own message
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a header's sizes cannot overflow
+    held = info.file_size - offset
+    if nbytes != held:
+        raise DataError(f"{path}: array {key!r}: its header says shape {tuple(shape)} of {dtype} ({nbytes:,} bytes), "
+                        f"but the archive holds {max(held, 0):,} bytes for it (corrupt or truncated file)")
+    check_allocation(nbytes, f"{path}: array {key!r}")
+
+
 def _read(archive: "np.lib.npyio.NpzFile", key: str, path: str) -> np.ndarray:
-    """Reads one array, turning pickle refusals and zip damage into DataError."""
+    """Reads one array, turning pickle refusals, size lies and zip damage into DataError."""
     try:
+        _check_header(archive, key, path)
         return np.asarray(archive[key])
+    except DataError:
+        raise
+    except MemoryError as err:
+        raise DataError(f"{path}: not enough memory to load array {key!r} ({err})") from None
     except ValueError as err:
         if "pickle" in str(err).lower():
             raise DataError(f"{path}: array {key!r} contains pickled objects; refusing to load") from None
@@ -59,10 +87,10 @@ def load_npz_arrays(path: str) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]]
       DataError: if the file is missing, not an ``.npz``, holds pickled
         objects, lacks keys, or has inconsistent arrays.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             magic = f.read(6)
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from None

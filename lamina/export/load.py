@@ -99,7 +99,9 @@ def load(path: str) -> ExportedModel:
     if fmt == "savedmodel":
         return _saved_model(path, meta)
     if fmt in ("tflite", "onnx"):
-        file = os.path.join(path, str(meta.get("file", "")))
+        from lamina.fileio import resolve_inside
+
+        file = resolve_inside(path, meta.get("file"), f"{METADATA_NAME} names")
         if not os.path.isfile(file):
             raise ValueError(f"export folder {path}: {METADATA_NAME} names {meta.get('file')!r}, which is missing")
         if fmt == "tflite":

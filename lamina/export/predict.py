@@ -119,7 +119,9 @@ def _from_saved_model(path: str, meta: Optional[Dict[str, Any]]) -> Predictor:
 
 def _from_file_export(path: str, meta: Dict[str, Any]) -> Predictor:
     fmt = meta.get("format")
-    file = os.path.join(path, str(meta.get("file", "")))
+    from lamina.fileio import resolve_inside
+
+    file = resolve_inside(path, meta.get("file"), f"{METADATA_NAME} names")
     if not os.path.isfile(file):
         raise ValueError(f"export directory {path}: {METADATA_NAME} names {meta.get('file')!r}, which is missing")
     if fmt == "tflite":

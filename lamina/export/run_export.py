@@ -77,6 +77,15 @@ def export_run(
     say = printer(verbose)
     model, record = load_run(run_dir, which, weights=weights)
     config = record.to_json()
+    from lamina.models.registry import model_task
+
+    task = model_task(str(config.get("model", "")))
+    if task != "classification":
+        doc = "docs/sequence.md" if task == "language_model" else "docs/models.md"
+        raise ValueError(
+            f"lamina export: exports classifiers (one class per example); --model {config.get('model')} "
+            f"({task.replace('_', ' ')}) is exported from Python: lm.export.saved_model(model, path, "
+            f"input_signature=[tf.TensorSpec(...)]) (see {doc})")
     info = checkpoint_info(checkpoint_path(run_dir, which), which)
     info["weights"] = weights
     say(f"exporting the {describe_checkpoint(info)} of {run_dir}" + (" (its weight average)" if weights == "ema" else ""))

@@ -67,16 +67,11 @@ def save_file(tensors: Mapping[str, Any], path: str, metadata: Optional[Mapping[
         if name == "__metadata__":
             raise ValueError(f"safetensors: {path}: '__metadata__' is reserved and cannot name a tensor")
         arrays[name] = _as_array(tensors[name], name, path)
+    from lamina.fileio import atomic_output
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_output(path) as tmp:
         safetensors.numpy.save_file(arrays, tmp, metadata=dict(metadata) if metadata is not None else None)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

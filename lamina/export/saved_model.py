@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -352,7 +350,11 @@ def _is_replaceable(path: str) -> bool:
 
 
 def write_export_dir(path: str, fill: Callable[[str], Dict[str, Any]]) -> str:
-    """Builds an export directory in a temp folder, then renames it into place.
+    """Builds an export directory in a hidden temporary folder, then publishes it in one step.
+
+    A crash at any point leaves the previous export or the new one at
+    ``path`` (see :func:`lamina.fileio.publish_dir`); what a killed export
+    left beside it is removed by the next export to the same path.
 
     Args:
       path: the final directory. An existing one is replaced only if it is
@@ -367,30 +369,24 @@ def write_export_dir(path: str, fill: Callable[[str], Dict[str, Any]]) -> str:
       ExportError: if ``path`` exists and is not a lamina export.
       Exception: whatever ``fill`` raises; nothing is left behind.
     """
+    from lamina.fileio import clean_stale_dirs, publish_dir
+
     path = os.path.normpath(path)
+    clean_stale_dirs(path)  # puts back an export a crash left aside, before looking at it
     if not _is_replaceable(path):
         raise ExportError(f"lamina.export: {path} exists and is not a lamina export (no {METADATA_NAME}); choose another output path")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
-    old = None
-    try:
+
+    def build(tmp: str) -> None:
         metadata = fill(tmp)
         with open(os.path.join(tmp, METADATA_NAME), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
             f.write("\n")
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(path, old)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and os.path.exists(old) and not os.path.exists(path):
-            os.rename(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+    try:
+        publish_dir(path, build)
+    except OSError as e:  # a full disk, an unwritable folder: name the export, not its temporary folder
+        reason = f"[Errno {e.errno}] {e.strerror}" if e.errno and e.strerror else str(e)
+        raise ExportError(f"lamina.export: cannot write {path}: {reason}; the previous export (if any) is unchanged") from None
     return path
 
 
@@ -632,9 +628,12 @@ def read_metadata(path: str) -> Dict[str, Any]:
     Raises:
       ValueError: if the file is missing or unreadable.
     """
+    from lamina.fileio import resolve_inside
+
     file = os.path.join(path, METADATA_NAME)
     if not os.path.isfile(file):
         raise ValueError(f"{path} is not a lamina export directory (no {METADATA_NAME})")
+    resolve_inside(path, METADATA_NAME, "its metadata file")  # a symbolic link out of the folder is refused
     try:
         with open(file) as f:
             meta = json.load(f)

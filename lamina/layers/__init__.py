@@ -15,3 +15,8 @@ from lamina.layers.recurrent import *  # noqa: F401,F403
 from lamina.layers.attention import *  # noqa: F401,F403
 from lamina.layers.positional import *  # noqa: F401,F403
 from lamina.layers.remat import *  # noqa: F401,F403
+from lamina.layers.upsample import *  # noqa: F401,F403
+from lamina.layers.bias import *  # noqa: F401,F403
+from lamina.layers.batch_apply import *  # noqa: F401,F403
+from lamina.layers.vector_quantizer import *  # noqa: F401,F403
+from lamina.layers.conv_lstm import *  # noqa: F401,F403

@@ -115,17 +115,16 @@ class _ConvLayer(Module):
         use_bias: bool,
         activation: Union[None, str, Callable],
         w_init: Union[None, str, Callable],
-        default_w_init: Callable,
         b_init: Union[None, str, Callable],
         dtype: tf.DType,
         owner: str,
     ) -> None:
-        """Sets the data format, bias, activation, initializers, dtype and input rank."""
+        """Sets the data format, bias, activation, initializers (lamina's defaults when ``None``), dtype and input rank."""
         self.data_format = normalize_data_format(data_format, owner)
         self.use_bias = bool(use_bias)
         self.activation = get_activation(activation, owner)
-        self.w_init = get_initializer(w_init, default_w_init, owner)
-        self.b_init = get_initializer(b_init, initializers.Zeros(), owner)
+        self.w_init = get_initializer(w_init, initializers.default_weights("kernel"), owner)
+        self.b_init = get_initializer(b_init, initializers.default_bias(), owner)
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(rank=rank)
 
@@ -213,7 +212,8 @@ class ConvND(_ConvLayer):
       use_bias: add a bias.
       activation: ``None``, a name (case-insensitive, e.g. ``"ReLU"``) or a callable.
       data_format: ``"channels_last"`` (default) or ``"channels_first"``.
-      w_init: weight initializer (default: LeCun truncated normal).
+      w_init: weight initializer (default: Glorot uniform over the kernel's fans,
+        ``prod(kernel_size) * in_channels // groups`` and ``prod(kernel_size) * num_filters``).
       b_init: bias initializer (default: zeros).
       dtype: the variables' dtype.
       name: module name.
@@ -247,8 +247,7 @@ class ConvND(_ConvLayer):
             raise ValueError(f"{owner}: groups ({self.groups}) must divide num_filters ({self.num_filters})")
         check_strides_dilation(self.strides, self.dilation, owner)
         self.padding = padding_attr(padding, n, self.kernel_size, self.dilation, owner)
-        self._init_common(n + 2, data_format, use_bias, activation, w_init, initializers.LecunNormal(), b_init,
-                          dtype, owner)
+        self._init_common(n + 2, data_format, use_bias, activation, w_init, b_init, dtype, owner)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates ``weights`` (and ``bias``) from the first input's shape.

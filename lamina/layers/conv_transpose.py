@@ -33,7 +33,6 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from lamina import initializers
 from lamina.layers._utils import (
     IntOrSeq,
     Padding,
@@ -90,24 +89,6 @@ def conv_transpose_output_length(
     return (length - 1) * stride + effective - before - after + extra
 
 
-class _LecunNormalFanIn:
-    """LeCun normal drawn for shape ``(*k, in, out)`` and transposed to ``(*k, out, in)``.
-
-    The transposed kernel stores ``in_channels`` last, so the generic fan
-    computation would use ``num_filters`` as fan-in; this draws with the true
-    fan-in ``prod(kernel_size) * in_channels``.
-    """
-
-    def __call__(self, shape: Sequence[int], dtype: tf.DType = tf.float32) -> tf.Tensor:
-        shape = [int(d) for d in shape]
-        n = len(shape) - 2
-        w = initializers.LecunNormal()(shape[:n] + [shape[n + 1], shape[n]], dtype)
-        return tf.transpose(w, list(range(n)) + [n + 1, n])
-
-    def __repr__(self) -> str:
-        return "LecunNormal(fan_in=prod(kernel_size) * in_channels)"
-
-
 class ConvNDTranspose(_ConvLayer):
     """A transposed convolution over ``num_spatial_dims`` spatial dimensions.
 
@@ -128,8 +109,9 @@ class ConvNDTranspose(_ConvLayer):
       use_bias: add a bias.
       activation: ``None``, a name (case-insensitive) or a callable.
       data_format: ``"channels_last"`` (default) or ``"channels_first"``.
-      w_init: weight initializer (default: LeCun truncated normal with fan-in
-        ``prod(kernel_size) * in_channels``).
+      w_init: weight initializer (default: Glorot uniform; its bound
+        ``sqrt(6 / (prod(kernel_size) * (in_channels + num_filters)))`` is the same
+        whichever of the two channel axes is called fan-in, as in Keras and PyTorch).
       b_init: bias initializer (default: zeros).
       dtype: the variables' dtype.
       name: module name.
@@ -178,7 +160,7 @@ class ConvNDTranspose(_ConvLayer):
                         f"dimension, got output_padding={self.output_padding}, strides={self.strides}, "
                         f"dilation={self.dilation}"
                     )
-        self._init_common(n + 2, data_format, use_bias, activation, w_init, _LecunNormalFanIn(), b_init, dtype, owner)
+        self._init_common(n + 2, data_format, use_bias, activation, w_init, b_init, dtype, owner)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates ``weights`` (and ``bias``) from the first input's shape.

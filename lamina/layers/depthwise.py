@@ -7,11 +7,10 @@ filter ``m`` (PyTorch's ``Conv2d(groups=in_channels)`` ordering).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Union
 
 import tensorflow as tf
 
-from lamina import initializers
 from lamina.layers._utils import (
     IntOrSeq,
     Padding,
@@ -26,20 +25,6 @@ from lamina.layers._utils import (
 from lamina.layers.conv import _ConvLayer
 
 __all__ = ["DepthwiseConv2D"]
-
-
-class _DepthwiseLecunNormal:
-    """LeCun normal with the depthwise fan-in ``kh * kw`` (each output sees one input channel)."""
-
-    def __call__(self, shape: Sequence[int], dtype: tf.DType = tf.float32) -> tf.Tensor:
-        kh, kw, channels, multiplier = (int(d) for d in shape)
-        # Drawn as (kh, kw, 1, channels * multiplier) so that fan_in = kh * kw; the
-        # entries are i.i.d., so the reshape keeps the distribution.
-        w = initializers.LecunNormal()((kh, kw, 1, channels * multiplier), dtype)
-        return tf.reshape(w, (kh, kw, channels, multiplier))
-
-    def __repr__(self) -> str:
-        return "LecunNormal(fan_in=kh * kw)"
 
 
 class DepthwiseConv2D(_ConvLayer):
@@ -59,7 +44,9 @@ class DepthwiseConv2D(_ConvLayer):
       use_bias: add a bias.
       activation: ``None``, a name (case-insensitive) or a callable.
       data_format: ``"channels_last"`` (default) or ``"channels_first"``.
-      w_init: weight initializer (default: LeCun truncated normal with fan-in ``kh * kw``).
+      w_init: weight initializer (default: Glorot uniform with Keras' fans of the
+        ``(kh, kw, in_channels, depth_multiplier)`` kernel: ``kh * kw * in_channels``
+        and ``kh * kw * depth_multiplier``).
       b_init: bias initializer (default: zeros).
       dtype: the variables' dtype.
       name: module name.
@@ -91,7 +78,7 @@ class DepthwiseConv2D(_ConvLayer):
         self.dilation = normalize_tuple(dilation, 2, "dilation", owner)
         check_strides_dilation(self.strides, self.dilation, owner)
         self.padding = padding_attr(padding, 2, self.kernel_size, self.dilation, owner)
-        self._init_common(4, data_format, use_bias, activation, w_init, _DepthwiseLecunNormal(), b_init, dtype, owner)
+        self._init_common(4, data_format, use_bias, activation, w_init, b_init, dtype, owner)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates ``weights`` (and ``bias``) from the first input's shape.

@@ -73,7 +73,7 @@ class Dropout(Module):
                 raise ValueError(f"{owner}: seed must be a non-negative int or None, got {seed!r}")
             state = np.array([int(seed), 0], dtype=np.int64)
         else:
-            state = next_seed().numpy()
+            state = tf.get_static_value(next_seed())  # (also inside a graph: a throw-away build)
         self.seed = seed
         self.input_spec = InputSpec()  # any rank, floating point
         with tf.init_scope():

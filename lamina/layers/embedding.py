@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -27,8 +26,8 @@ class Embedding(Module):
     Args:
       vocab_size: number of rows (> 0).
       dim: embedding size (> 0).
-      w_init: initializer of the table (default: truncated normal with
-        standard deviation ``1 / sqrt(dim)``).
+      w_init: initializer of the table (default: ``Uniform(-0.05, 0.05)``, Keras',
+        ``initializers.default_weights("embedding")``).
       dtype: the table's dtype (and the output's).
       name: module name.
 
@@ -48,7 +47,7 @@ class Embedding(Module):
         owner = self.describe()
         self.vocab_size = positive_int(vocab_size, "vocab_size", owner)
         self.dim = positive_int(dim, "dim", owner)
-        self.w_init = initializers.get(w_init, initializers.TruncatedNormal(stddev=1.0 / math.sqrt(self.dim)))
+        self.w_init = initializers.get(w_init, initializers.default_weights("embedding"))
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(floating=False)
 

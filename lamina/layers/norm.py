@@ -1,6 +1,6 @@
-"""Normalization layers: ``BatchNorm``, ``LayerNorm`` and ``GroupNorm``.
+"""Normalization layers: ``BatchNorm``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm`` and ``RMSNorm``.
 
-All three compute their statistics in float32 when the input is float16 or
+All of them compute their statistics in float32 when the input is float16 or
 bfloat16 (and in the input's dtype otherwise) and return a tensor of the
 input's dtype; their variables are float32 by default (mixed precision).
 
@@ -32,7 +32,7 @@ from lamina.layers._utils import (  # Training / resolve_training: also importab
 )
 from lamina.module import InputSpec, Module
 
-__all__ = ["BatchNorm", "LayerNorm", "GroupNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm", "RMSNorm"]
 
 
 def _compute_dtype(dtype: tf.DType) -> tf.DType:
@@ -46,6 +46,20 @@ def _check_eps(eps: float, owner: str) -> float:
     if not eps > 0:
         raise ValueError(f"{owner}: eps must be > 0, got {eps}")
     return float(eps)
+
+
+def _check_axes(axis: Union[int, Sequence[int]], owner: str) -> Tuple[int, ...]:
+    """Checks ``axis`` (an int or a non-empty list of ints, never the batch axis 0); returns a tuple."""
+    axes = [axis] if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) else axis
+    try:
+        axes = list(axes)
+    except TypeError:
+        raise TypeError(f"{owner}: axis must be an int or a list of ints, got {axis!r}") from None
+    if not axes or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{owner}: axis must be an int or a non-empty list of ints, got {axis!r}")
+    if 0 in [int(a) for a in axes]:
+        raise ValueError(f"{owner}: axis must not contain 0 (the batch axis), got {axis!r}")
+    return tuple(int(a) for a in axes)
 
 
 class _Normalization(Module):
@@ -326,7 +340,43 @@ class BatchNorm(_Normalization):
         return cast_to(y, x.dtype)
 
 
-class LayerNorm(_Normalization):
+class _AxisNormalization(_Normalization):
+    """What ``LayerNorm`` and ``RMSNorm`` share (private): per-example statistics over ``axis``,
+    affine variables shaped like the normalized dimensions."""
+
+    axis: Tuple[int, ...] = (-1,)
+
+    def _axes(self, rank: int) -> List[int]:
+        out = []
+        for a in self.axis:
+            p = a + rank if a < 0 else a
+            if not 0 < p < rank:
+                raise ValueError(
+                    self.error(f"axis {a} is out of range for an input of rank {rank} (axis 0 is the batch)")
+                )
+            out.append(p)
+        if len(set(out)) != len(out):
+            raise ValueError(self.error(f"axis {self.axis} names the same dimension twice for an input of rank {rank}"))
+        return sorted(out)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates ``scale`` / ``offset`` shaped like the normalized dimensions."""
+        if input_shape.rank is None:
+            raise ValueError(self.error("the input rank must be known at the first call"))
+        axes = self._axes(input_shape.rank)
+        sizes = [input_shape[a] for a in axes]
+        if any(s is None for s in sizes):
+            raise ValueError(
+                self.error(f"the normalized dimensions must be known at the first call, got shape {input_shape}")
+            )
+        shape = tuple(sizes)
+        self._create_affine(shape)
+        # Fix the normalized sizes, keyed by the axes as the user wrote them.
+        fixed = {a: (input_shape[a], "elements on normalized axis") for a in self.axis}
+        self.input_spec = InputSpec(min_rank=max(axes) + 1, axes=fixed)
+
+
+class LayerNorm(_AxisNormalization):
     """Layer normalization: each example normalized over ``axis`` (the last axis by default).
 
     Variables (created at the first call): ``scale`` (ones) and ``offset``
@@ -360,46 +410,9 @@ class LayerNorm(_Normalization):
     ) -> None:
         super().__init__(name=name)
         owner = self.describe()
-        axes = [axis] if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) else axis
-        try:
-            axes = list(axes)
-        except TypeError:
-            raise TypeError(f"{owner}: axis must be an int or a list of ints, got {axis!r}") from None
-        if not axes or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
-            raise TypeError(f"{owner}: axis must be an int or a non-empty list of ints, got {axis!r}")
-        self.axis: Tuple[int, ...] = tuple(int(a) for a in axes)
-        if 0 in self.axis:
-            raise ValueError(f"{owner}: axis must not contain 0 (the batch axis), got {axis!r}")
+        self.axis: Tuple[int, ...] = _check_axes(axis, owner)
         self._init_affine(eps, center, scale, owner)
         self._init_initializers(scale_init, offset_init, dtype)
-
-    def _axes(self, rank: int) -> List[int]:
-        out = []
-        for a in self.axis:
-            p = a + rank if a < 0 else a
-            if not 0 < p < rank:
-                raise ValueError(
-                    self.error(f"axis {a} is out of range for an input of rank {rank} (axis 0 is the batch)")
-                )
-            out.append(p)
-        if len(set(out)) != len(out):
-            raise ValueError(self.error(f"axis {self.axis} names the same dimension twice for an input of rank {rank}"))
-        return sorted(out)
-
-    def build(self, input_shape: tf.TensorShape) -> None:
-        if input_shape.rank is None:
-            raise ValueError(self.error("the input rank must be known at the first call"))
-        axes = self._axes(input_shape.rank)
-        sizes = [input_shape[a] for a in axes]
-        if any(s is None for s in sizes):
-            raise ValueError(
-                self.error(f"the normalized dimensions must be known at the first call, got shape {input_shape}")
-            )
-        shape = tuple(sizes)
-        self._create_affine(shape)
-        # Fix the normalized sizes, keyed by the axes as the user wrote them.
-        fixed = {a: (input_shape[a], "elements on normalized axis") for a in self.axis}
-        self.input_spec = InputSpec(min_rank=max(axes) + 1, axes=fixed)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """Normalizes each example of ``x`` over ``axis``.
@@ -516,3 +529,141 @@ class GroupNorm(_Normalization):
         if not tf.executing_eagerly():
             y.set_shape(x.shape)
         return y
+
+
+class InstanceNorm(_Normalization):
+    """Instance normalization: each example and channel normalized over its spatial positions.
+
+    ``torch.nn.InstanceNorm{1,2,3}d(affine=True)`` (no running statistics; the
+    biased variance), for any number of spatial dimensions. Variables (created at
+    the first call): ``scale`` (ones) and ``offset`` (zeros), of shape ``(channels,)``.
+
+    Args:
+      eps: added to the variance before the square root (> 0).
+      center: learn an ``offset``.
+      scale: learn a ``scale``.
+      data_format: ``"channels_last"`` (``(N, ..., C)``) or ``"channels_first"`` (``(N, C, ...)``).
+      scale_init: initializer of ``scale`` (default ones).
+      offset_init: initializer of ``offset`` (default zeros).
+      dtype: the variables' dtype.
+      name: module name.
+
+    Raises:
+      ValueError / TypeError: for invalid arguments, naming the module; at the
+        first call, for an input without spatial dimensions.
+    """
+
+    def __init__(
+        self,
+        eps: float = 1e-5,
+        center: bool = True,
+        scale: bool = True,
+        data_format: str = "channels_last",
+        scale_init: Union[None, str, Callable] = None,
+        offset_init: Union[None, str, Callable] = None,
+        dtype: tf.DType = tf.float32,
+        name: Optional[str] = None,
+    ) -> None:
+        super().__init__(name=name)
+        owner = self.describe()
+        self._init_affine(eps, center, scale, owner)
+        self.data_format = normalize_data_format(data_format, owner)
+        self._init_initializers(scale_init, offset_init, dtype)
+        self.input_spec = InputSpec(min_rank=3)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates ``scale`` / ``offset`` ``(channels,)``.
+
+        Args:
+          input_shape: ``(N, *spatial, C)`` or ``(N, C, *spatial)``, at least one spatial dimension.
+        """
+        axis = data_format_channel_axis(self.data_format)
+        channels = known_at_build(self, input_shape[axis], "the number of channels", input_shape)
+        self._create_affine((channels,))
+        self.input_spec = InputSpec(min_rank=3, axes={axis: (channels, "channels")})
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """Normalizes each example's channels over their spatial positions.
+
+        Args:
+          x: a floating tensor of rank >= 3 in this layer's data format.
+
+        Returns:
+          The normalized tensor, same shape and dtype as ``x``.
+        """
+        rank = x.shape.rank
+        if rank is None:
+            raise ValueError(self.error("the input rank must be known"))
+        xc = cast_to(x, _compute_dtype(x.dtype))
+        if self.data_format == "channels_last":
+            axes, pshape = list(range(1, rank - 1)), [-1]
+        else:
+            axes, pshape = list(range(2, rank)), [-1] + [1] * (rank - 2)
+        mean, variance = tf.nn.moments(xc, axes, keepdims=True)
+        y = (xc - mean) * tf.math.rsqrt(variance + self.eps)
+        if self.use_scale:
+            y = y * tf.reshape(cast_to(self.scale, xc.dtype), pshape)
+        if self.use_center:
+            y = y + tf.reshape(cast_to(self.offset, xc.dtype), pshape)
+        return cast_to(y, x.dtype)
+
+
+class RMSNorm(_AxisNormalization):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019): ``x / sqrt(mean(x²) + eps) * scale``.
+
+    No centering (no mean subtracted, no offset by default): ``torch.nn.RMSNorm``
+    over the last axes, as LLaMA-style Transformers use it. Variables (created at
+    the first call): ``scale`` (ones), and ``offset`` (zeros) only with
+    ``center=True``, of shape ``[input_shape[a] for a in sorted(axis)]``.
+
+    Args:
+      axis: an int or a list of ints: the axes averaged over (not the batch axis 0).
+      eps: added to the mean square before the square root (> 0).
+      scale: learn a ``scale``.
+      center: also learn an ``offset`` added after scaling.
+      scale_init: initializer of ``scale`` (default ones).
+      offset_init: initializer of ``offset`` (default zeros).
+      dtype: the variables' dtype.
+      name: module name.
+
+    Raises:
+      ValueError / TypeError: for invalid arguments, naming the module.
+    """
+
+    def __init__(
+        self,
+        axis: Union[int, Sequence[int]] = -1,
+        eps: float = 1e-6,
+        scale: bool = True,
+        center: bool = False,
+        scale_init: Union[None, str, Callable] = None,
+        offset_init: Union[None, str, Callable] = None,
+        dtype: tf.DType = tf.float32,
+        name: Optional[str] = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.axis = _check_axes(axis, self.describe())
+        self._init_affine(eps, center, scale, self.describe())
+        self._init_initializers(scale_init, offset_init, dtype)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """Normalizes each example of ``x`` by its root mean square over ``axis``.
+
+        Args:
+          x: a floating tensor.
+
+        Returns:
+          The normalized tensor, same shape and dtype as ``x``.
+        """
+        rank = x.shape.rank
+        if rank is None:
+            raise ValueError(self.error("the input rank must be known"))
+        axes = self._axes(rank)
+        xc = cast_to(x, _compute_dtype(x.dtype))
+        y = xc * tf.math.rsqrt(tf.reduce_mean(tf.square(xc), axes, keepdims=True) + self.eps)
+        bshape = [x.shape[i] if i in axes else 1 for i in range(rank)]
+        if self.use_scale:
+            y = y * tf.reshape(cast_to(self.scale, xc.dtype), bshape)
+        if self.use_center:
+            y = y + tf.reshape(cast_to(self.offset, xc.dtype), bshape)
+        return cast_to(y, x.dtype)

@@ -33,7 +33,7 @@ import tensorflow as tf
 from lamina import initializers
 from lamina.layers._utils import add_bias, cast_like, known_at_build, positive_int
 from lamina.layers.activations import get_activation
-from lamina.module import InputSpec, Module
+from lamina.module import InputSpec, Module, builds_first
 
 __all__ = [
     "RNNCore",
@@ -78,6 +78,15 @@ class RNNCore(Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement initial_state")
 
+    @builds_first
+    def build_for(self, x_t: tf.Tensor) -> None:
+        """Builds the core for steps shaped like ``x_t`` without running one (``lm.unroll`` does this first).
+
+        Args:
+          x_t: one time step, e.g. ``(batch, features)``.
+        """
+        del x_t
+
     def _check_step_input(self, x: tf.Tensor) -> None:
         if x.shape.rank is not None and x.shape.rank != 2:
             raise ValueError(
@@ -103,9 +112,9 @@ class _GatedCore(RNNCore):
         super().__init__(name=name)
         self.hidden_size = positive_int(hidden_size, "hidden_size", self.describe())
         self.output_size = self.hidden_size
-        self.w_init = initializers.get(w_init, initializers.GlorotUniform())
-        self.recurrent_init = initializers.get(recurrent_init, initializers.Orthogonal())
-        self.b_init = initializers.get(b_init, initializers.Zeros())
+        self.w_init = initializers.get(w_init, initializers.default_weights("kernel"))
+        self.recurrent_init = initializers.get(recurrent_init, initializers.default_weights("recurrent"))
+        self.b_init = initializers.get(b_init, initializers.default_bias())
         self._dtype = tf.as_dtype(dtype)
         self.input_spec = InputSpec(rank=2)
 
@@ -138,14 +147,16 @@ class _GatedCore(RNNCore):
         )
         g, h = self._gates, self.hidden_size
         self.input_weights = tf.Variable(self.w_init((features, g * h), self._dtype), name="input_weights")
-        self.recurrent_weights = tf.Variable(self.recurrent_init((h, g * h), self._dtype), name="recurrent_weights")
+        rows = self.output_size or h  # the recurrent input: h, or its projection (LSTM(projection_size))
+        self.recurrent_weights = tf.Variable(self.recurrent_init((rows, g * h), self._dtype), name="recurrent_weights")
         self.bias = tf.Variable(self._default_bias(g * h), name="bias")
         self.input_spec = InputSpec(rank=2, axes={-1: (features, "input features")})
 
-    def _check_state(self, state: Any, x: tf.Tensor) -> tf.Tensor:
+    def _check_state(self, state: Any, x: tf.Tensor, size: Optional[int] = None) -> tf.Tensor:
+        size = self.hidden_size if size is None else size
         h = tf.convert_to_tensor(state)
-        if h.shape.rank is not None and (h.shape.rank != 2 or h.shape[-1] not in (None, self.hidden_size)):
-            raise ValueError(self.error(f"expected a state of shape (batch, {self.hidden_size}), got shape {h.shape}"))
+        if h.shape.rank is not None and (h.shape.rank != 2 or h.shape[-1] not in (None, size)):
+            raise ValueError(self.error(f"expected a state of shape (batch, {size}), got shape {h.shape}"))
         return cast_like(h, x)
 
     def _project(self, x_t: tf.Tensor, h: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -233,10 +244,17 @@ class LSTM(_GatedCore):
     of ``bias`` to 1 (Keras' ``unit_forget_bias``; Sonnet 2's ``forget_bias=1.0``
     does the same), which helps early training and does not change the formula.
 
+    With ``projection_size=P`` (Sak et al., 2014; ``torch.nn.LSTM(proj_size=P)``)
+    the output and hidden state are projected: ``h' = (sigmoid(o) * tanh(c')) W_p``
+    with ``projection`` ``(H, P)``; ``recurrent_weights`` is then ``(P, 4H)``, the
+    state ``LSTMState(hidden (B, P), cell (B, H))`` and the output ``(B, P)``
+    (PyTorch's ``weight_hr_l0`` is ``projection.T``).
+
     Args:
       hidden_size: ``H`` (> 0).
       forget_bias: constant added to the forget gate pre-activation.
       unit_forget_bias: initialize the forget-gate bias to 1 (ignored when ``b_init`` is given).
+      projection_size: ``P`` (> 0), or ``None`` for no projection.
       w_init: input-weight initializer (default Glorot uniform).
       recurrent_init: recurrent-weight initializer (default orthogonal).
       b_init: bias initializer (default zeros, plus ``unit_forget_bias``).
@@ -259,10 +277,26 @@ class LSTM(_GatedCore):
         b_init: InitArg = None,
         dtype: tf.DType = tf.float32,
         name: Optional[str] = None,
+        projection_size: Optional[int] = None,
     ) -> None:
         super().__init__(hidden_size, w_init, recurrent_init, b_init, dtype, name)
         self.forget_bias = float(forget_bias)
         self.unit_forget_bias = bool(unit_forget_bias) and b_init is None
+        self.projection_size = (positive_int(projection_size, "projection_size", self.describe())
+                                if projection_size is not None else None)
+        if self.projection_size is not None:
+            self.output_size = self.projection_size
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates the weights (and ``projection`` ``(H, P)`` with a projection).
+
+        Args:
+          input_shape: the shape of ``x_t``, ``(batch, features)``.
+        """
+        super().build(input_shape)
+        if self.projection_size is not None:
+            shape = (self.hidden_size, self.projection_size)
+            self.projection = tf.Variable(self.w_init(shape, self._dtype), name="projection")
 
     def _default_bias(self, size: int) -> tf.Tensor:
         b = self.b_init((size,), self._dtype)
@@ -281,8 +315,9 @@ class LSTM(_GatedCore):
         Returns:
           The zero state.
         """
-        zeros = super().initial_state(batch_size, dtype)
-        return LSTMState(zeros, tf.zeros_like(zeros))
+        cell = super().initial_state(batch_size, dtype)
+        hidden = cell if self.projection_size is None else tf.zeros([batch_size, self.projection_size], dtype)
+        return LSTMState(hidden, tf.zeros_like(cell))
 
     def __call__(self, x_t: tf.Tensor, state: Sequence[tf.Tensor]) -> Tuple[tf.Tensor, LSTMState]:
         """Runs one step.
@@ -300,16 +335,32 @@ class LSTM(_GatedCore):
         self._check_step_input(x_t)
         if tf.is_tensor(state) or not isinstance(state, (tuple, list)) or len(state) != 2:
             raise ValueError(self.error(f"expected the state to be a pair (hidden, cell), got {type(state).__name__}"))
-        h = self._check_state(state[0], x_t)
+        h = self._check_state(state[0], x_t, self.output_size)
         c = self._check_state(state[1], x_t)
         xw, hw = self._project(x_t, h)
         gates = add_bias(xw + hw, cast_like(self.bias, x_t))
-        i, f, g, o = tf.split(gates, 4, axis=-1)
-        if self.forget_bias:
-            f = f + tf.cast(self.forget_bias, f.dtype)
-        c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h_new = tf.sigmoid(o) * tf.tanh(c_new)
+        h_new, c_new = lstm_update(gates, c, self.forget_bias)
+        if self.projection_size is not None:
+            h_new = tf.matmul(h_new, cast_like(self.projection, x_t))
         return h_new, LSTMState(h_new, c_new)
+
+
+def lstm_update(gates: tf.Tensor, cell: tf.Tensor, forget_bias: float = 0.0) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The LSTM cell update from the gates' pre-activations ``[i, f, g, o]`` (last axis).
+
+    Args:
+      gates: ``(..., 4H)`` pre-activations.
+      cell: ``(..., H)`` the previous cell state.
+      forget_bias: a constant added to ``f``.
+
+    Returns:
+      ``(sigmoid(o) * tanh(c'), c')`` with ``c' = sigmoid(f + forget_bias) * cell + sigmoid(i) * tanh(g)``.
+    """
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    if forget_bias:
+        f = f + tf.cast(forget_bias, f.dtype)
+    c_new = tf.sigmoid(f) * cell + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c_new), c_new
 
 
 class GRU(_GatedCore):
@@ -480,12 +531,16 @@ def _fix_state(core: Any, template: Any, state: Any, dtype: tf.DType) -> Any:
     return tf.nest.pack_sequence_as(template, flat_s)
 
 
-def _ensure_built(core: Any, features: int, dtype: tf.DType) -> None:
-    """Builds an unbuilt lamina core eagerly on a one-example dummy step."""
+def _ensure_built(core: Any, step_shape: Sequence[int], dtype: tf.DType) -> None:
+    """Builds an unbuilt lamina core eagerly for one-example steps of ``step_shape`` (no step is run)."""
     if getattr(core, "built", True):
         return
     with tf.init_scope():
-        core(tf.zeros((1, features), dtype), core.initial_state(1, dtype))
+        x = tf.zeros((1, *step_shape), dtype)
+        if hasattr(core, "build_for"):
+            core.build_for(x)
+        else:
+            core(x, core.initial_state(1, dtype))
 
 
 def _batch_mask(valid: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -539,7 +594,8 @@ def unroll(
       core: a recurrent core (``core(x_t, state) -> (output, new_state)`` with
         ``initial_state``). An unbuilt lamina core is built first, eagerly.
       inputs: ``(B, T, F)`` (or ``(T, B, F)`` when ``time_major``), floating (NumPy
-        float64 arrays are converted to float32, as lamina modules do).
+        float64 arrays are converted to float32, as lamina modules do); steps
+        of higher rank (``(B, T, H, W, C)`` for a ``ConvLSTM2D``) too.
       initial_state: the state before the first step (default
         ``core.initial_state(B, inputs.dtype)``); any nest with the same tensors
         is accepted and cast to ``inputs.dtype``.
@@ -566,17 +622,17 @@ def unroll(
     inputs = tf.convert_to_tensor(inputs)
     if not inputs.dtype.is_floating:
         raise TypeError(f"unroll: inputs must be floating-point, got dtype {inputs.dtype.name}")
-    if inputs.shape.rank is not None and inputs.shape.rank != 3:
+    if inputs.shape.rank is None or inputs.shape.rank < 3:
         layout = "(T, B, F)" if time_major else "(B, T, F)"
-        raise ValueError(f"unroll: inputs must have rank 3 {layout}, got shape {inputs.shape}")
+        raise ValueError(f"unroll: inputs must have rank >= 3 {layout} (or (B, T, H, W, C) ...), got shape {inputs.shape}")
     x_tm = inputs if time_major else _swap_batch_time(inputs)
     num_steps = tf.shape(x_tm)[0]
     batch = x_tm.shape[1] if x_tm.shape[1] is not None else tf.shape(x_tm)[1]
-    features = x_tm.shape[-1]
-    if features is None:
-        raise ValueError(f"unroll: the number of input features must be known, got shape {inputs.shape}")
+    step_shape = x_tm.shape[2:]
+    if not step_shape.is_fully_defined():
+        raise ValueError(f"unroll: the shape of one step (after batch and time) must be known, got shape {inputs.shape}")
     dtype = inputs.dtype
-    _ensure_built(core, features, dtype)
+    _ensure_built(core, step_shape.as_list(), dtype)
 
     template = core.initial_state(batch, dtype)
     state = template if initial_state is None else _fix_state(core, template, initial_state, dtype)
@@ -585,7 +641,7 @@ def unroll(
         x_tm = _reverse(x_tm, lengths)
 
     out_size = _output_size(core)
-    element_shape = tf.TensorShape([x_tm.shape[1], out_size]) if out_size is not None else None
+    element_shape = tf.TensorShape([x_tm.shape[1], out_size]) if out_size is not None and x_tm.shape.rank == 3 else None
     inputs_ta = tf.TensorArray(dtype, size=num_steps, element_shape=x_tm.shape[1:]).unstack(x_tm)
     outputs_ta = tf.TensorArray(dtype, size=num_steps, element_shape=element_shape)
 
@@ -657,7 +713,7 @@ class Bidirectional(Module):
         self.forward_core = forward_core
         self.backward_core = backward_core
         self.merge = merge
-        self.input_spec = InputSpec(rank=3)
+        self.input_spec = InputSpec(min_rank=3)
 
     def merge_outputs(self, fw: tf.Tensor, bw: tf.Tensor) -> Any:
         """Merges forward and backward outputs according to ``merge``.
@@ -760,7 +816,7 @@ class RNN(Module):
         self.return_state = bool(return_state)
         self.reverse = bool(reverse)
         self.time_major = bool(time_major)
-        self.input_spec = InputSpec(rank=3)
+        self.input_spec = InputSpec(min_rank=3)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Fixes the number of input features.
@@ -772,7 +828,7 @@ class RNN(Module):
           ValueError: if ``F`` is unknown.
         """
         known_at_build(self, input_shape[-1], "the number of input features", input_shape)
-        self.input_spec = InputSpec(rank=3, axes={-1: (input_shape[-1], "input features")})
+        self.input_spec = InputSpec(rank=input_shape.rank, axes={-1: (input_shape[-1], "input features")})
 
     def __call__(self, inputs: tf.Tensor, sequence_length: Optional[Any] = None, initial_state: Any = None) -> Any:
         """Runs the core over the sequences.

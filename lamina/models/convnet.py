@@ -119,6 +119,8 @@ class ConvBlock(Module):
       activation: name or callable.
       pool: end with a 2x2 max-pool.
       data_format: ``"channels_last"`` or ``"channels_first"``.
+      w_init: the convolutions' initializer (default :func:`default_init_for`
+        the activation: He-normal after ReLU-like ones).
       name: module name.
 
     Raises:
@@ -134,6 +136,7 @@ class ConvBlock(Module):
         activation: Union[str, Callable] = "relu",
         pool: bool = True,
         data_format: str = "channels_last",
+        w_init: Union[None, str, Callable] = None,
         name: Optional[str] = None,
     ) -> None:
         super().__init__(name=name)
@@ -146,7 +149,7 @@ class ConvBlock(Module):
         self.data_format = normalize_data_format(data_format, owner)
         self.batch_norm = bool(batch_norm)
         self.act = get_activation(activation, owner)
-        w_init = default_init_for(activation)
+        w_init = default_init_for(activation) if w_init is None else w_init
         self.convs: List[Conv2D] = []
         self.norms: List[BatchNorm] = []
         # Without batch norm, a ReLU or ReLU6 and a pool: the last conv, its bias, the
@@ -217,6 +220,12 @@ class ConvNet(Module):
       hidden: units of the hidden dense layer; ``0``/``None`` for none.
       activation: activation of the convs and the hidden layer.
       data_format: ``"channels_last"`` or ``"channels_first"``.
+      w_init: initializer of every conv and dense kernel. The default is
+        :func:`default_init_for` each layer's activation (He-normal before ReLU,
+        LeCun-normal for the logits), not the layers' own Glorot-uniform default:
+        on this model's digits recipe it measured 99.0 % against Glorot's 98.5 %
+        (10 seeds, ``docs/initializers.md``). For a high, constant learning rate
+        (Adam 1e-2) ``"glorot_uniform"`` measured better.
       name: module name.
 
     Raises:
@@ -238,6 +247,7 @@ class ConvNet(Module):
         hidden: Optional[int] = 128,
         activation: Union[str, Callable] = "relu",
         data_format: str = "channels_last",
+        w_init: Union[None, str, Callable] = None,
         name: str = "convnet",
     ) -> None:
         super().__init__(name=name)
@@ -261,6 +271,7 @@ class ConvNet(Module):
                 batch_norm=batch_norm,
                 activation=activation,
                 data_format=self.data_format,
+                w_init=w_init,
                 name=f"block_{i}",
             )
             for i, w in enumerate(widths)
@@ -268,11 +279,13 @@ class ConvNet(Module):
         self.flatten = Flatten(name="flatten")
         self.dropout = Dropout(float(dropout), name="dropout") if dropout else None
         self.hidden = (
-            Linear(hidden, activation=activation, w_init=default_init_for(activation), name="hidden")
+            Linear(hidden, activation=activation, w_init=default_init_for(activation) if w_init is None else w_init,
+                   name="hidden")
             if hidden
             else None
         )
-        self.classifier = Linear(num_classes, name="classifier")
+        self.classifier = Linear(num_classes, w_init=default_init_for(None) if w_init is None else w_init,
+                                 name="classifier")
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Computes logits.

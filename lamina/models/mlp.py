@@ -12,7 +12,6 @@ from lamina.layers.dropout import Dropout
 from lamina.layers.linear import Linear
 from lamina.layers.norm import BatchNorm
 from lamina.layers.reshape import Flatten
-from lamina.models.convnet import default_init_for
 from lamina.module import Module
 
 __all__ = ["MLP"]
@@ -21,8 +20,7 @@ __all__ = ["MLP"]
 class MLP(Module):
     """Hidden ``Linear`` layers (+ optional BatchNorm, Dropout), then an output ``Linear``.
 
-    Each hidden layer is ``Linear(h, activation)`` (He-normal init for ReLU-like
-    activations), or with ``batch_norm`` ``Linear(h, no bias)``, ``BatchNorm``,
+    Each hidden layer is ``Linear(h, activation)``, or with ``batch_norm`` ``Linear(h, no bias)``, ``BatchNorm``,
     activation; then ``Dropout(dropout)`` if ``dropout > 0``. The output layer has
     no activation.
 
@@ -61,7 +59,6 @@ class MLP(Module):
             raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}")
         self.act = get_activation(activation, owner)
         self.batch_norm = bool(batch_norm)
-        w_init = default_init_for(activation)
         self.flatten = Flatten(name="flatten") if flatten else None
         self.linears: List[Linear] = []
         self.norms: List[BatchNorm] = []
@@ -72,7 +69,6 @@ class MLP(Module):
                     h,
                     use_bias=not self.batch_norm,
                     activation=None if self.batch_norm else self.act,
-                    w_init=w_init,
                     name=f"linear_{i}",
                 )
             )

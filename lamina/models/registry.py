@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["create_model", "model_names", "register_model"]
+__all__ = ["create_model", "model_names", "register_model", "model_task", "MODEL_TASKS"]
 
 _REGISTRY: Dict[str, Callable[..., Any]] = {}
+
+# The data each registered model trains on (a data set's ``task``); the others classify.
+MODEL_TASKS: Dict[str, str] = {"gpt": "language_model", "unet": "segmentation"}
+
+
+def model_task(name: str) -> str:
+    """The data ``task`` a registered model trains on: ``"classification"``, ``"language_model"`` or ``"segmentation"``.
+
+    Args:
+      name: a registered model name.
+
+    Returns:
+      The task name.
+    """
+    return MODEL_TASKS.get(str(name).lower(), "classification")
 
 
 def register_model(name: str, factory: Callable[..., Any]) -> None:
@@ -56,6 +71,12 @@ def _ensure_defaults() -> None:
     for arch in ("vit_b_16", "vit_b_32", "vit_l_16"):
         register_model(arch, pretrained_ready(arch, None))
     register_model("transformer", _sequence_transformer)
+    from lamina.models import gpt, mobilenet, unet
+
+    # A language model's classes are its tokens: num_classes is the vocabulary (lamina train sets max_len).
+    register_model("gpt", lambda num_classes, **kw: gpt.GPT(vocab_size=num_classes, **kw))
+    register_model("unet", lambda num_classes, **kw: unet.UNet(num_classes, **kw))
+    register_model("mobilenet_v2", lambda num_classes, **kw: mobilenet.MobileNetV2(num_classes, **kw))
 
 
 def _sequence_transformer(num_classes: int, sequence_shape: Any = None, **kw: Any) -> Any:

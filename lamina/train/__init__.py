@@ -4,6 +4,9 @@ from lamina.train import callbacks, distribute  # noqa: F401
 from lamina.train.checkpoints import CheckpointError, SafeCheckpointManager, latest_good_checkpoint, verify_checkpoint  # noqa: F401
 from lamina.train.precision import PRECISIONS, LossScale, Precision, auto_precision, resolve_precision  # noqa: F401
 from lamina.train.run import RunDirError, check_compatible, load_run, read_config, read_record, write_record  # noqa: F401
+from lamina.train.run import load_run_checkpoint, original_config  # noqa: F401
+from lamina.train.lock import RunLock, RunLockedError  # noqa: F401
+from lamina.train.exclusive import TrainerBusyError  # noqa: F401
 from lamina.train.config import RunConfig, RunRecord  # noqa: F401
 from lamina.train.trainer import Trainer, TrainingError  # noqa: F401
 from lamina.train.callbacks import Callback  # noqa: F401
@@ -28,6 +31,11 @@ __all__ = [
     "auto_precision",
     "resolve_precision",
     "RunDirError",
+    "RunLock",
+    "RunLockedError",
+    "TrainerBusyError",
+    "load_run_checkpoint",
+    "original_config",
     "load_run",
     "read_config",
     "write_record",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+import re
+from typing import Dict, Iterable, List
 
 import tensorflow as tf
 
@@ -42,6 +43,27 @@ class LogMeans(tf.Module):
             self.totals[key] = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"{safe}_total")
             self.counts[key] = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"{safe}_count")
         self._keys.order.append(key)
+
+    def ensure_saved(self, checkpoint_keys: Iterable[str], prefix: str) -> None:
+        """Creates the variables a checkpoint holds for this module (saved as ``<prefix>/totals/<name>/...``).
+
+        Called before a restore: a variable created afterwards would be restored
+        later, from whatever the checkpoint's files hold by then (the number may
+        have been saved again), or not at all before the epoch's means are read.
+        Restored names keep their sorted order.
+
+        Args:
+          checkpoint_keys: the checkpoint's variable keys.
+          prefix: this module's path in the checkpoint (``"train_logs"``).
+        """
+        pattern = re.compile(re.escape(prefix) + r"/totals/(.+)/\.ATTRIBUTES/VARIABLE_VALUE")
+        names = []
+        for key in checkpoint_keys:
+            match = pattern.fullmatch(key)
+            if match:  # undo TensorFlow's escaping of object names ("." -> "..", "/" -> ".S")
+                names.append(re.sub(r"\.(.)", lambda m: "/" if m.group(1) == "S" else m.group(1), match.group(1)))
+        for name in sorted(names):
+            self._ensure(name)
 
     def update(self, sums: Dict[str, tf.Tensor], weight: tf.Tensor) -> None:
         """Adds a step: ``sums[k]`` is the weighted sum of ``k`` over the global batch of ``weight`` examples.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -20,9 +19,10 @@ def _pyplot():
 
 
 def _atomic_savefig(fig, path: str) -> None:
-    tmp = path + ".part.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    from lamina.fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
 _BOOKKEEPING = ("epoch", "step", "time", "images_per_sec")

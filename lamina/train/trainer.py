@@ -39,6 +39,7 @@ from lamina.train import callbacks as cb
 from lamina.train import distribute as distribute_lib
 from lamina.train.callbacks.best_checkpoint import default_tie_break
 from lamina.train.data_source import epoch_data, eval_data
+from lamina.train.exclusive import exclusive
 from lamina.train.log_means import LogMeans
 from lamina.train.loss_scale import LossScale
 from lamina.train.precision import resolve_precision
@@ -498,6 +499,7 @@ class Trainer:
             return None
 
     # ------------------------------------------------------------- running
+    @exclusive
     def train_step(self, x: Any, y: Any = None) -> Dict[str, tf.Tensor]:
         """Runs one compiled training step.
 
@@ -609,6 +611,7 @@ class Trainer:
             out.append(cb.ProgressBar(self.log_every))
         return out
 
+    @exclusive
     def fit(
         self,
         train: Any,
@@ -718,6 +721,7 @@ class Trainer:
         return getattr(self, "_metrics_now", self.metrics)
 
     # ------------------------------------------------------------ evaluation
+    @exclusive
     def evaluate(self, data: Iterable, extra_metrics: Sequence[Any] = (), batch_size: Optional[int] = None) -> Dict[str, float]:
         """Computes the mean loss (every logged scalar) and metrics over a dataset.
 
@@ -759,6 +763,7 @@ class Trainer:
             out[m.name] = float(m.result())
         return out
 
+    @exclusive
     def predict(self, data: Iterable) -> np.ndarray:
         """Returns the model's float32 outputs for every batch of ``data`` (x or (x, y)).
 
@@ -838,6 +843,7 @@ class Trainer:
             self._managers[sub] = SafeCheckpointManager(ckpt, folder, max_to_keep=keep)
         return self._managers[sub]
 
+    @exclusive
     def save(self) -> Optional[str]:
         """Writes a checkpoint now, atomically (no-op without a ``run_dir``).
 
@@ -853,6 +859,7 @@ class Trainer:
         os.makedirs(self.run_dir, exist_ok=True)
         return self.manager("checkpoints").save(checkpoint_number=int(self.step.numpy()))
 
+    @exclusive
     def restore(self, path: Optional[str] = None) -> Optional[str]:
         """Restores the latest intact checkpoint of ``run_dir`` (or ``path``).
 
@@ -881,8 +888,35 @@ class Trainer:
                 path = (latest_good_checkpoint(shared, warn=None) if os.path.isdir(shared) else None) or path
         if not path:
             return None
+        self._create_saved_variables(path)
         self.checkpoint().restore(path).expect_partial()
         return path
+
+    def _create_saved_variables(self, path: str) -> None:
+        """Creates, before a restore, the variables this Trainer makes lazily (log means, accumulators).
+
+        TensorFlow restores a variable created after ``restore`` only when it
+        appears, from the checkpoint's path as it is then: resuming at an
+        epoch's end saves that number again before any step, and the log
+        means would be lost (or the read would fail).
+        """
+        try:
+            shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        except (tf.errors.OpError, ValueError):
+            return
+        self._train_logs.ensure_saved(shapes, "train_logs")
+        found = {}
+        for key, shape in shapes.items():
+            parts = key.split("/")
+            if len(parts) == 5 and parts[0] == "accum" and parts[1].isdigit() and parts[2].isdigit():
+                found[(int(parts[1]), int(parts[2]))] = shape
+        if self.grad_accum_steps > 1 and found and not any(self._accum):
+            with self._scope_strategy.scope():
+                for i in range(max(k[0] for k in found) + 1):
+                    shapes_i = [found[(i, j)] for j in range(len([k for k in found if k[0] == i]))]
+                    self._accum.append([tf.Variable(tf.zeros(s, tf.float32), trainable=False, name="accum")
+                                        for s in shapes_i])
+            self._ckpt = None  # the checkpoint picks them up
 
     def resume(self) -> Optional[str]:
         """Restores the run's latest checkpoint once per ``fit`` (callbacks that need the resumed state call it).

@@ -89,11 +89,23 @@ LAYERS = [
     _d("BatchNorm(rank 2)", lambda: lm.BatchNorm(), (5,)),
     _d("LayerNorm", lambda: lm.LayerNorm(), (2, 5)),
     _d("GroupNorm", lambda: lm.GroupNorm(2), (4, 4, 4), channels_first=_cf(lm.GroupNorm, 2)),
+    _d("InstanceNorm", lambda: lm.InstanceNorm(), (4, 4, 3), channels_first=_cf(lm.InstanceNorm)),
+    _d("RMSNorm", lambda: lm.RMSNorm(), (2, 5)),
     # ------------------------------------------------------ shape / regularize
     _d("Dropout", lambda: lm.Dropout(0.5), (5,), xfail={"strategy": DROPOUT_REPLICAS}),
     _d("Flatten", lambda: lm.Flatten(), (2, 3, 2)),
     _d("Reshape", lambda: lm.Reshape((2, 3)), (6,)),
     _d("Embedding", lambda: lm.Embedding(10, 4), (5,), dtype=tf.int32, maxval=10),
+    _d("Upsample(nearest, x2)", lambda: lm.Upsample(scale=2), (3, 3, 2), channels_first=_cf(lm.Upsample, scale=2)),
+    _d("Upsample(bilinear, size)", lambda: lm.Upsample(size=(5, 7), mode="bilinear"), (3, 4, 2),
+       channels_first=_cf(lm.Upsample, size=(5, 7), mode="bilinear")),
+    _d("Bias", lambda: lm.Bias(), (3, 2)),
+    _d("BatchApply(Conv2D)", lambda: lm.BatchApply(lm.Conv2D(3, 3)), (2, 4, 4, 2)),
+    # Codes spread wide: a half-precision input must not land on another nearest code (a tie within
+    # the rounding, which moves that vector by the distance between two codes).
+    _d("VectorQuantizer", lambda: lm.VectorQuantizer(6, 3, w_init=lm.initializers.Uniform(-3, 3)), (4, 3)),
+    _d("VectorQuantizerEMA", lambda: lm.VectorQuantizerEMA(6, 3, decay=0.9, w_init=lm.initializers.Uniform(-3, 3)),
+       (4, 3)),
     # ------------------------------------------------------------- activations
     _d("Activation(tanh)", lambda: lm.Activation("tanh"), (5,)),
     _d("ReLU", lambda: lm.ReLU(), (5,)),
@@ -119,6 +131,8 @@ LAYERS = [
     _d("RNN(SimpleRNN, reverse)", lambda: lm.RNN(lm.SimpleRNN(4), reverse=True), (5, 3), covers=(lm.SimpleRNN,)),
     _d("RNN(DeepRNN, return_state)", lambda: lm.RNN(lm.DeepRNN([lm.LSTM(4), lm.GRU(3)], skip_connections=True),
                                                     return_state=True), (5, 3), covers=(lm.DeepRNN,)),
+    _d("RNN(LSTM(projection))", lambda: lm.RNN(lm.LSTM(4, projection_size=2)), (5, 3)),
+    _d("RNN(ConvLSTM2D)", lambda: lm.RNN(lm.ConvLSTM2D(3, 3)), (3, 4, 4, 2), covers=(lm.ConvLSTM2D,)),
     _d("Bidirectional", lambda: lm.Bidirectional(lm.LSTM(3), lm.GRU(3)), (5, 3)),
     _d("RNN(Bidirectional, last output)", lambda: lm.RNN(lm.Bidirectional(lm.GRU(3), lm.GRU(3), merge="sum"),
                                                          return_sequences=False), (5, 3), covers=(lm.RNN,)),
@@ -126,7 +140,13 @@ LAYERS = [
     _d("MultiHeadAttention", lambda: lm.MultiHeadAttention(2, 3), (5, 4)),
     _d("MultiHeadAttention(causal)", lambda: lm.MultiHeadAttention(2, 3, output_size=6), (5, 4),
        call_kwargs={"causal": True}),
+    _d("MultiHeadAttention(grouped, rotary, causal)",
+       lambda: lm.MultiHeadAttention(4, 2, num_kv_heads=2, rotary=lm.RotaryEmbedding()), (5, 4),
+       call_kwargs={"causal": True}),
     _d("TransformerEncoderBlock", lambda: lm.TransformerEncoderBlock(2, 4, 8, dropout=0.0), (5, 4)),
+    _d("TransformerEncoderBlock(rms, causal)", lambda: lm.TransformerEncoderBlock(2, 4, 8, dropout=0.0, norm="rms"),
+       (5, 4), call_kwargs={"causal": True}),
+    _d("RotaryEmbedding", lambda: lm.RotaryEmbedding(), (2, 5, 4)),
     _d("SinusoidalPositionalEmbedding", lambda: lm.SinusoidalPositionalEmbedding(8), (5, 4)),
     _d("LearnedPositionalEmbedding", lambda: lm.LearnedPositionalEmbedding(8, 4), (5, 4)),
 ]
@@ -158,6 +178,24 @@ MODELS = [
                                                             num_layers=1, max_len=8, pooling="mean", dropout=0.0,
                                                             positional="sinusoidal"), (6, 5), expensive=False),
     _d("ViT", lambda: M.ViT(3, patch_size=4, model_dim=8, num_heads=2, num_layers=1), (8, 8, 1)),
+    _d("GPT", lambda: M.GPT(13, max_len=8, model_dim=8, num_heads=2, num_layers=1), (6,), dtype=tf.int32, maxval=13),
+    _d("GPT(rope, grouped, untied)", lambda: M.GPT(13, max_len=8, model_dim=8, num_heads=2, num_layers=1,
+                                                   positional="rope", num_kv_heads=1, tie_embeddings=False),
+       (6,), dtype=tf.int32, maxval=13, expensive=False),
+    _d("UNet", lambda: M.UNet(3, depth=1, widths=(4, 8)), (4, 4, 1),
+       channels_first=_cf(M.UNet, 3, depth=1, widths=(4, 8))),
+    _d("UNet(transpose, no norm)", lambda: M.UNet(2, depth=2, widths=(2, 2, 4), upsampling="transpose",
+                                                  batch_norm=False), (4, 4, 1), expensive=False),
+    # expensive=False: UNet and MobileNetV2 run these blocks through the strategy and SavedModel checks.
+    _d("DoubleConv", lambda: M.DoubleConv(3), IMAGE, channels_first=_cf(M.DoubleConv, 3), expensive=False),
+    # Two stages and a 16-wide last convolution keep the trace small (and SGD on 1280 pooled features
+    # diverges in the strategy check); the full layout is tested in test_vision_models.py.
+    _d("MobileNetV2", lambda: M.MobileNetV2(3, width_multiplier=0.25, blocks=[(1, 8, 1, 1), (6, 8, 2, 2)],
+                                            last_channels=16, dropout=0.0), (8, 8, 3),
+       channels_first=_cf(M.MobileNetV2, 3, width_multiplier=0.25, blocks=[(1, 8, 1, 1), (6, 8, 2, 2)],
+                          last_channels=16, dropout=0.0)),
+    _d("InvertedResidual", lambda: M.InvertedResidual(2, 2, expansion=3), IMAGE,
+       channels_first=_cf(M.InvertedResidual, 2, 2, expansion=3), expensive=False),
 ]
 
 DESCRIPTORS = LAYERS + MODELS

@@ -53,7 +53,10 @@ class TrainAdapter(lm.Module):
         if self.descriptor.dtype.is_floating:
             x = x * tf.cast(self.scale, x.dtype)
         outs = float_outputs(self.descriptor.call(self.module, x, training=training))
-        flat = [tf.reshape(t, [tf.shape(t)[0], -1]) for t in outs]
+        # Scalars (a batch statistic such as a vector quantizer's loss) are not per example: a replica's
+        # differs from the global batch's, and squaring it in the MSE would not average over replicas.
+        per_example = [t for t in outs if t.shape.rank != 0] or outs
+        flat = [tf.reshape(t, [tf.shape(t)[0], -1]) for t in per_example]
         return tf.concat([tf.cast(t, flat[0].dtype) for t in flat], -1)
 
 

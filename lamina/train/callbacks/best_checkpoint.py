@@ -76,6 +76,10 @@ class BestCheckpoint(Callback):
             return tie is not None and math.isfinite(tie) and tie < float(self.best_tie.numpy())
         return value > best if self.mode == "max" else value < best
 
+    def on_train_begin(self, logs: Any = None) -> None:
+        """Finishes what an interrupted save of ``best/`` left (see ``SafeCheckpointManager.recover``)."""
+        self.trainer.manager("best").recover()
+
     def on_epoch_end(self, epoch: int, logs: Dict[str, Any]) -> None:
         """Records and saves an improvement; saved before the latest checkpoint, so a crash loses no best model."""
         value = logs.get(self.monitor)

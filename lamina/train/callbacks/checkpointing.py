@@ -68,8 +68,15 @@ class Checkpointing(Callback):
         """Saves the current state; the note names the checkpoint (or why none was written)."""
         from lamina.train.checkpoints import CheckpointError
 
+        step = int(self.trainer.step.numpy())
         try:
             path = self.trainer.save()
         except CheckpointError as e:
             return f"no checkpoint saved: {e}"
+        except KeyboardInterrupt:
+            # Interrupted again: a save holds signals back until it is complete, so the
+            # checkpoint is there if the second interrupt came during the save.
+            path = self.trainer.manager("checkpoints").latest_checkpoint
+            if not path or not path.endswith(f"-{step}"):
+                return "no checkpoint saved: interrupted again before the save began"
         return f"checkpoint saved: {path}"  # the one message: KeyboardInterrupt carries it

@@ -30,7 +30,7 @@ def read_metrics(path: str, warn: bool = True) -> List[Dict[str, Any]]:
       ValueError: for a line that is not a JSON object, other than a torn last one.
     """
     with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
+        lines = f.read(1 << 28).split(b"\n")
     records: List[Dict[str, Any]] = []
     # A complete file ends with "\n": the last split item is empty.
     last = len(lines) - 1
@@ -80,17 +80,19 @@ class MetricsLog(Callback):
         trainer.history = []
         if not os.path.exists(self.path):
             return
+        if self._path is None:
+            from lamina.fileio import is_inside
+
+            if not is_inside(trainer.run_dir, self.path):
+                raise OSError(f"{self.path} is a symbolic link to {os.path.realpath(self.path)}, outside the run "
+                              "directory; refusing to read or append to it")
         done = int(trainer.epoch.numpy())
         records = read_metrics(self.path)
         trainer.history = [r for r in records if r.get("epoch", 0) <= done]
         if trainer.is_chief and (len(trainer.history) != len(records) or self._needs_rewrite()):
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                for rec in trainer.history:
-                    f.write(json.dumps(rec) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            from lamina.fileio import atomic_write
+
+            atomic_write(self.path, "".join(json.dumps(rec) + "\n" for rec in trainer.history))
 
     def _needs_rewrite(self) -> bool:
         with open(self.path, "rb") as f:
@@ -101,7 +103,7 @@ class MetricsLog(Callback):
         """Appends the epoch's record."""
         if not self.trainer.is_chief:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(logs) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        from lamina.fileio import append_line
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        append_line(self.path, json.dumps(logs))  # one write: a crash leaves at most a torn last line
