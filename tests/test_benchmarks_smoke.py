@@ -68,7 +68,7 @@ def test_generate_smoke() -> None:
     # A 2-layer, 32-wide decoder: lamina cached / cached under XLA / recompute and the PyTorch KV-cache twin,
     # whose greedy tokens must all agree.
     out = _run([str(BENCH / "generate.py"), "--smoke"])
-    assert "CPU:" in out and "| variant" in out and "tokens/s" in out
+    assert "\nmachine: " in "\n" + out and "| variant" in out and "tokens/s" in out
     for variant in ("lamina-cached", "lamina-cached-xla", "lamina-recompute", "torch-cached"):
         assert f"| {variant} " in out, variant
         assert f"{variant}: first call" in out and "at 12 of 12 positions" in out.split(f"{variant}: first call")[1].split("\n")[0]
@@ -90,7 +90,7 @@ def test_data_pipeline_smoke() -> None:
     # A 60-image folder: one batch of each pipeline (lamina, its TFRecords, hand-tuned tf.data, torch DataLoader),
     # the wait share over one step, one `lamina train` child for the peak RSS.
     out = _run([str(BENCH / "data_pipeline.py"), "--smoke"], timeout=300)
-    assert "CPU:" in out and "| pipeline" in out
+    assert "\nmachine: " in "\n" + out and "| pipeline" in out
     for name in ("lamina ", "lamina-tfrecord", "tf.data (hand-tuned)", "torch DataLoader"):
         assert f"| {name}" in out, name
     assert "share of step time waiting for input" in out
