@@ -22,6 +22,8 @@ __all__ = [
     "peak_rss_mib",
     "current_rss_mib",
     "machine_info",
+    "machine_line",
+    "onednn_info",
     "matmul_entry",
     "time_window",
     "round_robin",
@@ -65,8 +67,51 @@ def current_rss_mib() -> float:
         return float("nan")
 
 
-def machine_info() -> Dict[str, Any]:
-    """CPU model name, logical cores, Python version (``lscpu`` when available)."""
+# The ISA flags (``/proc/cpuinfo`` names) that decide which oneDNN kernels a step gets.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8")
+_ONEDNN_PROBE = (
+    "import tensorflow as tf\n"
+    "tf.nn.conv2d(tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 2]), 1, 'SAME').numpy()\n"
+)
+
+
+def onednn_info(timeout: float = 120.0) -> Dict[str, str]:
+    """oneDNN's version and the ISA it dispatches to, from one conv in a child run with ``ONEDNN_VERBOSE=1``.
+
+    Returns:
+      ``{"onednn": "v3.7.3", "onednn_isa": "Intel AVX-512 with ..."}``; the
+      values are ``"unknown"`` when the child prints nothing of the kind
+      (TensorFlow built without oneDNN, or ``TF_ENABLE_ONEDNN_OPTS=0``).
+    """
+    out = {"onednn": "unknown", "onednn_isa": "unknown"}
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return out
+    for line in proc.stdout.splitlines():
+        if ",info,oneDNN " in line:
+            out["onednn"] = line.split(",info,oneDNN ", 1)[1].split()[0]
+        elif ",info,cpu,isa:" in line:
+            out["onednn_isa"] = line.split(",info,cpu,isa:", 1)[1].strip()
+    return out
+
+
+def machine_info(onednn: bool = True) -> Dict[str, Any]:
+    """The machine a result was measured on: CPU model, cores, ISA flags, versions, load.
+
+    Args:
+      onednn: also ask a child process for oneDNN's version and dispatch ISA
+        (:func:`onednn_info`, ~3 s).
+
+    Returns:
+      ``cpu`` (lscpu's model name), ``cores`` (logical), ``isa`` (the
+      :data:`ISA_FLAGS` this CPU has, comma-separated), ``python``,
+      ``tensorflow`` (when importable), ``onednn``/``onednn_isa`` and
+      ``load1`` (the 1-minute load average).
+    """
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -82,17 +127,38 @@ def machine_info() -> Dict[str, Any]:
             for line in f:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
+                    flags = ",".join(f for f in ISA_FLAGS if f in have)
                     break
     except OSError:
         pass
-    return {
+    info: Dict[str, Any] = {
         "cpu": model,
         "cores": os.cpu_count(),
-        "isa": flags,
+        "isa": flags or "none of " + ",".join(ISA_FLAGS),
         "python": platform.python_version(),
-        "load1": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
     }
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    if onednn:
+        info.update(onednn_info())
+    info["load1"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return info
+
+
+def machine_line(info: Dict[str, Any]) -> str:
+    """One line naming the machine of ``info`` (:func:`machine_info`), printed first by every script."""
+    parts = [f"machine: {info['cpu']}, {info['cores']} cores", f"ISA {info['isa']}"]
+    if "tensorflow" in info:
+        parts.append(f"tensorflow {info['tensorflow']}")
+    if "onednn" in info:
+        parts.append(f"oneDNN {info['onednn']} ({info['onednn_isa']})")
+    parts.append(f"python {info['python']}")
+    parts.append(f"load {info['load1']:.2f}")
+    return "; ".join(parts)
 
 
 def matmul_entry(n: int = 4096) -> "Entry":

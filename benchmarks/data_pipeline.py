@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import format_table, machine_info, median, python_env  # noqa: E402
+from common import format_table, machine_info, machine_line, median, python_env  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -279,8 +279,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.rss = args.rss or "60"
         args.workdir = tempfile.mkdtemp(prefix="lamina-data-smoke-")
     info = machine_info()
-    print(f"# data pipeline benchmark\n\nCPU: {info['cpu']} ({info['cores']} logical cores, {info['isa']}); "
-          f"Python {info['python']}; load average at start {info['load1']:.1f}\n", flush=True)
+    print("# data pipeline benchmark\n\n" + machine_line(info) + "\n", flush=True)
     os.makedirs(args.workdir, exist_ok=True)
     folder = make_folder(os.path.join(args.workdir, f"png-{args.files}-{args.source_size}"), args.files, args.source_size)
     wanted = [f.strip() for f in args.frameworks.split(",") if f.strip()]

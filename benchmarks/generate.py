@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import Entry, format_table, machine_info, round_robin  # noqa: E402
+from common import Entry, format_table, machine_info, machine_line, round_robin  # noqa: E402
 
 VOCAB = 256
 
@@ -141,8 +141,7 @@ def main(argv: List[str] = None) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         torch.set_num_threads(args.threads)
     info = machine_info()
-    print(f"CPU: {info['cpu']} ({info['cores']} logical cores, {info['isa']}); load {info['load1']:.1f}; "
-          f"tensorflow {tf.__version__}, torch {torch.__version__}; torch threads {torch.get_num_threads()}")
+    print(machine_line(info) + f"; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     lm.set_seed(0)
     max_len = args.prompt + args.new
     model = lm.models.GPT(VOCAB, max_len=max_len, model_dim=args.width, num_heads=args.heads, num_layers=args.layers)

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Entry, fmt, format_table, machine_info, round_robin  # noqa: E402
+from common import Entry, fmt, format_table, machine_info, machine_line, round_robin  # noqa: E402
 from nets import NETS, keras_model, lamina_model, synthetic_batch, torch_model  # noqa: E402
 
 VARIANTS = ["lamina-live", "lamina-live-concrete", "lamina-live-xla", "savedmodel", "lamina-export", "keras-call", "keras-predict",
@@ -154,8 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     tf.get_logger().setLevel("ERROR")
     info = machine_info()
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['isa']}), load {info['load1']:.1f}; tensorflow {tf.__version__}",
-          flush=True)
+    print(machine_line(info), flush=True)
     ref = lamina_model("cnn")
     x1, _ = synthetic_batch(NETS["cnn"], 1, seed=1)
     xb, _ = synthetic_batch(NETS["cnn"], big, seed=2)

@@ -84,7 +84,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import format_table, machine_info  # noqa: E402
+from common import format_table, machine_info, machine_line  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -507,8 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     peers = _csv(args.peers, PEERS, "peers")
     seeds = [args.first_seed] if args.smoke else list(range(args.first_seed, args.first_seed + args.seeds))
     info = machine_info()
-    print(f"# initializers study: CPU {info['cpu']} ({info['cores']} cores, {info['isa']}), Python {info['python']}, "
-          f"TensorFlow {tf.__version__}, load {info['load1']:.2f}", flush=True)
+    print("# initializers study; " + machine_line(info), flush=True)
     print(f"seeds {seeds}; schemes {schemes}; tasks {tasks}; peers on cnn-adam* {peers}", flush=True)
     table = _task_table()
     runs: List[Dict[str, Any]] = []
@@ -543,7 +542,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 row.insert(2, _mean_std([r["last_accuracy"] for r in rs], 100.0))
             body.append(row)
         print(format_table(headers, body), "\n", flush=True)
-    info_end = machine_info()
+    info_end = machine_info(onednn=False)
     print(f"done: {len(runs)} runs in {time.perf_counter() - t_all:.0f}s; load at the end {info_end['load1']:.2f}")
     if args.json:
         with open(args.json, "w") as f:

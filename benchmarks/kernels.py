@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.get_logger().setLevel("ERROR")  # one small tf.function per kernel and shape: retracing is the point
 
-from common import format_table, machine_info, time_window  # noqa: E402
+from common import format_table, machine_info, machine_line, time_window  # noqa: E402
 
 # (name, batch, spatial size, in channels, out channels): stride-1 3x3 "same" convs.
 CNN_CONVS = [("cnn conv 1->32 @28", 128, 28, 1, 32), ("cnn conv 32->32 @28", 128, 28, 32, 32),
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] = ()) -> int:
     if args.smoke:
         convs = [(name, 2, min(size, 4), cin, min(cout, 8)) for name, _, size, cin, cout in convs[:2]]
     info = machine_info()
-    print(f"machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores; tensorflow {tf.__version__}")
+    print(machine_line(info), flush=True)
 
     n = 256 if args.smoke else 4096
     a = tf.random.normal([n, n])

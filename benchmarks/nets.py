@@ -57,11 +57,13 @@ def synthetic_batch(spec: NetSpec, batch: int, seed: int = 0) -> Tuple[np.ndarra
 
 
 # ---------------------------------------------------------------- lamina
-def lamina_model(net: str, seed: int = 0) -> Any:
-    """A fresh, built lamina model for ``net`` (seeded)."""
+def lamina_model(net: str, seed: int = 0, package: str = "lamina") -> Any:
+    """A fresh, built lamina model for ``net`` (seeded); ``package``: ``lamina_base`` for ``--base``."""
+    import importlib
+
     import tensorflow as tf
 
-    import lamina as lm
+    lm = importlib.import_module(package)
 
     spec = NETS[net]
     lm.set_seed(seed)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import format_table, machine_info, median  # noqa: E402
+from common import format_table, machine_info, machine_line, median  # noqa: E402
 
 _CHILD = r"""
 import json, os, sys, time
@@ -102,7 +102,7 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     if args.smoke:
         args.depth, args.width, args.batch, args.steps, args.repeats = 3, 16, 8, 1, 1
     info = machine_info()
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['isa']}), load {info['load1']:.1f}")
+    print(machine_line(info), flush=True)
     runs: Dict[str, List[Dict[str, float]]] = {"plain": [], "remat": []}
     for _ in range(args.repeats):
         for variant in runs:

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import format_table, machine_info, median, python_env  # noqa: E402
+from common import format_table, machine_info, machine_line, median, python_env  # noqa: E402
 
 # Makes `keras` / `tf_keras` unimportable, as in an install without Keras: TensorFlow's
 # __init__ eagerly imports keras.src.optimizers whenever Keras is installed.
@@ -121,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     repeats = args.repeats or (1 if args.smoke else 7)
     train_repeats = args.train_repeats or (1 if args.smoke else 3)
     info = machine_info()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load1']:.1f}; python {info['python']}", flush=True)
+    print(machine_line(info), flush=True)
 
     times: Dict[str, List[float]] = {}
     keras_loaded: Dict[str, bool] = {}

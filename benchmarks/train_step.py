@@ -60,6 +60,7 @@ from common import (  # noqa: E402
     fmt,
     format_table,
     machine_info,
+    machine_line,
     matmul_entry,
     median,
     peak_rss_mib,
@@ -109,6 +110,13 @@ STEPS_PER_WINDOW = {"cnn": 5, "resnet18": 2, "mlp": 20}
 BF16 = {"lamina-bf16", "lamina-bf16-xla", "keras-bf16", "keras-bf16-xla", "torch-bf16"}
 
 
+def add_base_variants() -> None:
+    """Adds ``<v>@base`` for every lamina variant ``v``: the same, with lamina at ``--base REV``."""
+    for name, (fw, opts) in list(VARIANTS.items()):
+        if fw == "lamina" and "@" not in name:
+            VARIANTS[f"{name}@base"] = (fw, {**opts, "package": "lamina_base"})
+
+
 def parse_variants(text: str) -> List[str]:
     """Expands ``a,b,fam*`` into variant names (``fam*``: every variant of a framework)."""
     out: List[str] = []
@@ -149,16 +157,18 @@ def synthetic_data(net: str, batch: int, count: int) -> Tuple[np.ndarray, np.nda
 
 
 def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, precision: str,
-                 raw: bool = False) -> Tuple[Callable, Callable]:
+                 raw: bool = False, package: str = "lamina") -> Tuple[Callable, Callable]:
     """``Trainer.train_step`` on a copy of ``ref`` (lamina Adam, softmax cross-entropy, no metric).
 
     ``raw``: no Trainer, a plain ``tf.function`` step (float32) on the same model and optimizer.
+    ``package``: ``lamina_base`` for the ``@base`` variants (lamina at ``--base REV``).
     """
+    import importlib
+
     import tensorflow as tf
 
-    import lamina as lm
-
-    model = lamina_model(net)
+    lm = importlib.import_module(package)
+    model = lamina_model(net, package=package)
     if ref is not None:
         copy_lamina(model, ref)
     optimizer = lm.optim.Adam(LR, BETA1, BETA2, EPS)
@@ -180,7 +190,11 @@ def build_lamina(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, pr
         model, optimizer, loss=lm.losses.SoftmaxCrossEntropy(), metrics=(),
         precision=precision, jit_compile=jit, quiet=True, tensorboard=False,
     )
-    return (lambda: trainer.train_step(*next(data))["loss"]), _tf_sync
+    def step() -> Any:
+        out = trainer.train_step(*next(data))
+        return out["loss"] if isinstance(out, dict) else out  # revisions before f865df1's successor: the loss
+
+    return step, _tf_sync
 
 
 def build_keras(net: str, x: np.ndarray, y: np.ndarray, ref: Any, jit: bool, policy: str) -> Tuple[Callable, Callable]:
@@ -299,10 +313,11 @@ def rss_child(net: str, variant: str, batch: int, steps: int, torch_threads: int
     return {"baseline_mib": base, "peak_mib": peak, "growth_mib": peak - base}
 
 
-def rss_subprocess(net: str, variant: str, batch: int, torch_threads: int, timeout: float) -> Dict[str, Any]:
+def rss_subprocess(net: str, variant: str, batch: int, torch_threads: int, timeout: float,
+                   base: Optional[str] = None) -> Dict[str, Any]:
     """Runs :func:`rss_child` in a fresh interpreter; returns its figures or an ``error``."""
     cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", "--nets", net, "--frameworks", variant,
-           "--batch", str(batch), "--torch-threads", str(torch_threads)]
+           "--batch", str(batch), "--torch-threads", str(torch_threads)] + (["--base", base] if base else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=python_env())
     except subprocess.TimeoutExpired:
@@ -345,13 +360,18 @@ def run_net(net: str, variants: Sequence[str], args: argparse.Namespace) -> Dict
     mm = matmul_entry(args.matmul_size)
     steps = args.steps_per_window or (1 if args.smoke else STEPS_PER_WINDOW[net])
     print(f"  [{net}] timing {len(entries)} variants: {args.windows} windows x {steps} steps", flush=True)
-    round_robin(entries + [mm], args.windows, steps, settle=args.settle,
-                on_window=lambda w: print(f"    window {w + 1}/{args.windows} done", flush=True))
+    loads: List[float] = []
+
+    def on_window(w: int) -> None:
+        loads.append(os.getloadavg()[0])
+        print(f"    window {w + 1}/{args.windows} done (load {loads[-1]:.2f})", flush=True)
+
+    round_robin(entries + [mm], args.windows, steps, settle=args.settle, on_window=on_window)
     peak = mm.info["flops"] / (mm.ms / 1000.0) / 1e9
     peak_max = mm.info["flops"] / (min(mm.samples) / 1000.0) / 1e9
     if args.rss == "subprocess":
         for e in entries:
-            e.info.update(rss_subprocess(net, e.name, batch, args.torch_threads, args.rss_timeout))
+            e.info.update(rss_subprocess(net, e.name, batch, args.torch_threads, args.rss_timeout, args.base))
             print(f"  [{net}] {e.name}: RSS {e.info.get('peak_mib', e.info.get('error'))}", flush=True)
     rows = {}
     for e in entries:
@@ -367,17 +387,28 @@ def run_net(net: str, variants: Sequence[str], args: argparse.Namespace) -> Dict
             **e.info,
         }
     return {"net": net, "batch": batch, "steps_per_window": steps, "windows": args.windows, "matmul_size": args.matmul_size, "forward_flops": fwd, "step_flops": step_flops, "matmul_gflops": peak,
-            "matmul_gflops_max": peak_max, "variants": rows, "skipped": skipped}
+            "matmul_gflops_max": peak_max, "variants": rows, "skipped": skipped, "load_per_window": loads}
+
+
+def paired_ratios(rows: Dict[str, Any], peer: str, lam: str) -> List[float]:
+    """``peer ms / lamina ms`` of every round, each within the same round."""
+    return [p / l for p, l in zip(rows[peer]["samples"], rows[lam]["samples"])]
 
 
 def paired_ratio(rows: Dict[str, Any], peer: str, lam: str) -> float:
     """Median over rounds of ``peer ms / lamina ms`` within the same round (robust to drifting load)."""
-    pairs = [p / l for p, l in zip(rows[peer]["samples"], rows[lam]["samples"])]
-    return median(pairs)
+    return median(paired_ratios(rows, peer, lam))
+
+
+def ratio_text(rows: Dict[str, Any], peer: str, lam: str) -> str:
+    """``1.05x (1.01-1.08)``: the median paired ratio and its spread over the rounds."""
+    r = paired_ratios(rows, peer, lam)
+    return f"{median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
 
 def _is_lamina(v: str) -> bool:
-    return v.startswith("lamina")
+    """A lamina variant of the working tree (``@base`` variants are compared like peers)."""
+    return v.startswith("lamina") and "@" not in v
 
 
 def ratio_table(rec: Dict[str, Any]) -> str:
@@ -387,14 +418,14 @@ def ratio_table(rec: Dict[str, Any]) -> str:
     peers = [v for v in rows if not _is_lamina(v)]
     if not lams or not peers:
         return "(no lamina/peer pair to compare)"
-    table = [[p] + [f"{paired_ratio(rows, p, l):.2f}x" for l in lams] for p in peers]
-    return format_table(["speed ratio: peer ms / lamina ms"] + lams, table)
+    table = [[p] + [ratio_text(rows, p, l) for l in lams] for p in peers]
+    return format_table(["speed ratio: peer ms / lamina ms (median, min-max over rounds)"] + lams, table)
 
 
 def targets(rec: Dict[str, Any]) -> List[str]:
     """The issue's targets for this net, each with its measured (paired) value."""
     rows, net, out = rec["variants"], rec["net"], []
-    peers = [v for v in rows if not _is_lamina(v)]
+    peers = [v for v in rows if not _is_lamina(v) and "@" not in v]
     fp32_peers = [v for v in peers if v not in BF16]
     fp32_lam = [v for v in ("lamina", "lamina-xla") if v in rows]
     if fp32_lam and fp32_peers:
@@ -442,7 +473,9 @@ def report(rec: Dict[str, Any], rss_mode: str) -> str:
     out = [
         f"### {rec['net']} (batch {rec['batch']}): {rec['step_flops'] / 1e9:.2f} GFLOP/step "
         f"(3 x {rec['forward_flops'] / 1e9:.2f} forward); {rec['matmul_size']}^2 float32 matmul: "
-        f"{rec['matmul_gflops']:.0f} GFLOP/s median, {rec['matmul_gflops_max']:.0f} best (the peak used for % matmul)",
+        f"{rec['matmul_gflops']:.0f} GFLOP/s median, {rec['matmul_gflops_max']:.0f} best (the peak used for % matmul)"
+        + (f"; load {min(rec['load_per_window']):.2f}-{max(rec['load_per_window']):.2f} over the windows"
+           if rec.get("load_per_window") else ""),
         "",
         format_table(head, table),
         "",
@@ -480,9 +513,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rss-timeout", type=float, default=600.0, help="seconds per RSS child process")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--smoke", action="store_true", help="one step of each variant at tiny batch sizes (tests)")
+    p.add_argument("--base", default=None, metavar="REV",
+                   help="also time lamina as it is at git revision REV: variants '<lamina variant>@base' "
+                        "(e.g. --base main --frameworks lamina,lamina@base), same process, same windows")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     smoke = args.smoke
+    if args.base:
+        from base_tree import load_base
+
+        add_base_variants()
+        load_base(args.base, os.path.dirname(os.path.abspath(__file__)))
     nets = [n.strip() for n in (args.nets or ("cnn,mlp" if smoke else "cnn,resnet18,mlp")).split(",") if n.strip()]
     for n in nets:
         if n not in NETS:
@@ -498,6 +539,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.rss = args.rss or ("inprocess" if smoke else "subprocess")
 
     info = machine_info()
+    if args.base:
+        info["base"] = args.base
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # one Trainer per variant: TF's retracing warning is expected
@@ -513,8 +556,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 versions[mod] = __import__(mod).__version__
             except Exception as e:  # noqa: BLE001 - reported, then that framework's variants skip
                 versions[mod] = f"unavailable ({type(e).__name__}: {e})"
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['isa']}), load {info['load1']:.1f}; "
-          + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
+    print(machine_line(info) + "; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+          + (f"; @base = lamina at {args.base}" if args.base else ""), flush=True)
     cmd = "python benchmarks/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results = []
     for net in nets:
@@ -523,8 +566,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n" + report(rec, args.rss) + "\n", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": cmd, "machine": info, "versions": versions, "results": results}, f, indent=1)
-    print(f"done: {cmd.strip()} (load {os.getloadavg()[0]:.1f})")
+            json.dump({"command": cmd, "machine": info, "versions": versions, "results": results,
+                       "load_end": os.getloadavg()[0]}, f, indent=1)
+    print(f"done: {cmd.strip()} (load {os.getloadavg()[0]:.2f})")
     return 0
 
 

@@ -30,6 +30,7 @@ def test_train_step_smoke() -> None:
     variants = ["lamina", "lamina-bf16", "keras", "sonnet", "torch"]
     out = _run([str(BENCH / "train_step.py"), "--smoke", "--nets", "cnn", "--frameworks", ",".join(variants)])
     assert "### cnn (batch 4)" in out
+    assert out.startswith("machine: ") and "; ISA " in out.splitlines()[0]
     assert "| variant" in out and "ms/step" in out and "% matmul" in out
     assert "speed ratio: peer ms / lamina ms" in out
     for variant in variants:
@@ -46,6 +47,7 @@ def test_train_step_rss_child() -> None:
 def test_inference_smoke() -> None:
     out = _run([str(BENCH / "inference.py"), "--smoke", "--frameworks", "lamina-live,savedmodel,lamina-export,keras-call"])
     assert "batch-1 ms" in out and "img/s" in out
+    assert out.startswith("machine: ") and "; ISA " in out.splitlines()[0]
     for variant in ("lamina-live", "savedmodel", "lamina-export", "keras-call"):
         assert f"| {variant} " in out, variant
 
@@ -53,6 +55,7 @@ def test_inference_smoke() -> None:
 def test_startup_smoke() -> None:
     out = _run([str(BENCH / "startup.py"), "--smoke"])
     assert "| import lamina (after tensorflow)" in out
+    assert out.startswith("machine: ") and "; ISA " in out.splitlines()[0]
     assert "lamina train --max-steps 1 --quiet" in out
 
 
@@ -65,7 +68,7 @@ def test_generate_smoke() -> None:
     # A 2-layer, 32-wide decoder: lamina cached / cached under XLA / recompute and the PyTorch KV-cache twin,
     # whose greedy tokens must all agree.
     out = _run([str(BENCH / "generate.py"), "--smoke"])
-    assert "CPU:" in out and "| variant" in out and "tokens/s" in out
+    assert "\nmachine: " in "\n" + out and "| variant" in out and "tokens/s" in out
     for variant in ("lamina-cached", "lamina-cached-xla", "lamina-recompute", "torch-cached"):
         assert f"| {variant} " in out, variant
         assert f"{variant}: first call" in out and "at 12 of 12 positions" in out.split(f"{variant}: first call")[1].split("\n")[0]
@@ -87,7 +90,7 @@ def test_data_pipeline_smoke() -> None:
     # A 60-image folder: one batch of each pipeline (lamina, its TFRecords, hand-tuned tf.data, torch DataLoader),
     # the wait share over one step, one `lamina train` child for the peak RSS.
     out = _run([str(BENCH / "data_pipeline.py"), "--smoke"], timeout=300)
-    assert "CPU:" in out and "| pipeline" in out
+    assert "\nmachine: " in "\n" + out and "| pipeline" in out
     for name in ("lamina ", "lamina-tfrecord", "tf.data (hand-tuned)", "torch DataLoader"):
         assert f"| {name}" in out, name
     assert "share of step time waiting for input" in out
@@ -106,3 +109,21 @@ def test_initializers_smoke() -> None:
     for scheme in ("default", "lamina0", "torch", "he_uniform"):
         assert f"| {scheme} " in out, scheme
     assert "done:" in out
+
+
+def test_machine_info_names_the_cpu_isa_and_versions() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    info = common.machine_info()
+    for key in ("cpu", "cores", "isa", "python", "tensorflow", "onednn", "onednn_isa", "load1"):
+        assert key in info, key
+    assert info["cores"] == os.cpu_count()
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if " avx512f" in flags:
+        assert "avx512f" in info["isa"].split(",")
+    line = common.machine_line(info)
+    assert line.startswith("machine: ") and f"ISA {info['isa']}" in line and f"tensorflow {info['tensorflow']}" in line
+    assert f"oneDNN {info['onednn']}" in line
