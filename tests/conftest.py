@@ -105,3 +105,16 @@ def once_per_session(tmp_path_factory, name, produce):
         data = produce(folder)
         out.write_text(json.dumps(data))
     return data
+
+
+@pytest.fixture
+def rng():
+    """A NumPy generator seeded 0, with PyTorch's global seed set too (the reference tests draw from both)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return np.random.default_rng(0)
+
+
+def t2n(t):
+    """A PyTorch tensor as a NumPy array (detached)."""
+    return t.detach().numpy()

@@ -9,19 +9,9 @@ import torch
 
 from lamina.layers.attention import MultiHeadAttention, TransformerEncoderBlock
 from lamina.layers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
-from conftest import assert_close
+from conftest import assert_close, t2n
 
 B, TQ, TK, D, HEADS = 2, 5, 7, 8, 2
-
-
-@pytest.fixture
-def rng():
-    torch.manual_seed(0)
-    return np.random.default_rng(0)
-
-
-def t2n(t):
-    return t.detach().numpy()
 
 
 def mha_weights(tm, prefix=""):

@@ -8,17 +8,7 @@ import tensorflow as tf
 import torch
 
 import lamina as lm
-from conftest import assert_close
-
-
-@pytest.fixture
-def rng():
-    torch.manual_seed(0)
-    return np.random.default_rng(0)
-
-
-def t2n(t):
-    return t.detach().numpy()
+from conftest import assert_close, t2n
 
 
 def tf_grads(fn, x, g, variables=()):

@@ -8,19 +8,9 @@ import torch
 
 import lamina as lm
 from lamina.models.gpt import filter_logits
-from conftest import assert_close
+from conftest import assert_close, t2n
 
 B, D = 2, 16
-
-
-@pytest.fixture
-def rng():
-    torch.manual_seed(0)
-    return np.random.default_rng(0)
-
-
-def t2n(t):
-    return t.detach().numpy()
 
 
 # ------------------------------------------------------ scaled dot-product attention

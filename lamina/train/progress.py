@@ -64,7 +64,7 @@ class EpochProgress:
         if self._progress is not None:
             fields = {}
             if values is not None:
-                fields["info"] = f"{_format_metrics(values)}  {self.throughput:,.0f} img/s"
+                fields["info"] = f"{_format_metrics(values)}  {self.throughput:,.0f} examples/s"
             self._progress.update(self._task, advance=steps, **fields)
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ _BOOKKEEPING = ("epoch", "step", "time", "images_per_sec")
 
 
 def epoch_line(logs: Dict[str, Any], epochs: int) -> str:
-    """Formats ``epoch 3/20  loss 0.1234  accuracy 0.9876 ...  12,149 img/s  0.1s``.
+    """Formats ``epoch 3/20  loss 0.1234  accuracy 0.9876 ...  12,149 examples/s  0.1s``.
 
     Args:
       logs: an epoch's logs.
@@ -28,7 +28,7 @@ def epoch_line(logs: Dict[str, Any], epochs: int) -> str:
             continue
         parts.append(f"{k} {v:.4f}")
     if "images_per_sec" in logs:
-        parts.append(f"{logs['images_per_sec']:,.0f} img/s")
+        parts.append(f"{logs['images_per_sec']:,.0f} examples/s")
     if "time" in logs:
         parts.append(f"{logs['time']:.1f}s")
     return "  ".join(parts)
