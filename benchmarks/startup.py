@@ -24,6 +24,15 @@ runs is reported:
   run directory's files), run as ``python -m lamina`` in a temporary folder;
   for reference, ``python -c "import tensorflow"`` timed the same way.
 
+* time to the first training step, lamina against Keras 3 on the same model
+  and data: a fresh interpreter imports the framework, loads scikit-learn's
+  digits (8x8x1, scaled to [0, 1]), builds the seed ConvNet (conv 32, conv 32,
+  pool, conv 64, conv 64, pool, dense 128, dense 10), and runs one Adam step
+  of batch 32 (lamina: ``Trainer.train_step``; Keras: ``compile`` +
+  ``train_on_batch``), tracing included; the time from spawning the process
+  to the end of that step (target: lamina / Keras <= 1.0), alternating
+  between the two.
+
 It also lists lamina's slowest own modules from ``python -X importtime`` and
 says whether ``import lamina`` loaded Keras (it must not).
 """
@@ -81,6 +90,50 @@ def timed_imports(stmts: Sequence[str], timeout: float, hide_keras: bool = False
     if len(res) != len(stmts):
         raise RuntimeError(f"{stmts!r} failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
     return res
+
+
+# The first-step children: each prints ``FIRST_STEP <time.time()>`` when its first step has finished.
+_FIRST_STEP_LAMINA = """
+import time
+import lamina as lm
+import tensorflow as tf
+data = lm.data.load("digits")
+x, y = next(iter(data.batches("train", 32, shuffle=False)))
+model = lm.models.ConvNet(data.num_classes)
+trainer = lm.train.Trainer(model, lm.optim.Adam(3e-3), "cross_entropy", quiet=True, tensorboard=False)
+loss = float(trainer.train_step(x, y)["loss"])
+print("FIRST_STEP", time.time(), loss, flush=True)
+"""
+_FIRST_STEP_KERAS = """
+import time
+import numpy as np
+import keras
+from sklearn.datasets import load_digits
+d = load_digits()
+x = (d.images[:32, :, :, None] / 16.0).astype("float32")
+y = d.target[:32].astype("int32")
+L = keras.layers
+model = keras.Sequential([keras.Input((8, 8, 1)),
+    L.Conv2D(32, 3, padding="same", activation="relu"), L.Conv2D(32, 3, padding="same", activation="relu"),
+    L.MaxPooling2D(2),
+    L.Conv2D(64, 3, padding="same", activation="relu"), L.Conv2D(64, 3, padding="same", activation="relu"),
+    L.MaxPooling2D(2),
+    L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10)])
+model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+loss = float(model.train_on_batch(x, y))
+print("FIRST_STEP", time.time(), loss, flush=True)
+"""
+
+
+def first_step_seconds(code: str, cwd: str, timeout: float) -> float:
+    """Seconds from spawning a fresh interpreter running ``code`` to the end of its first step."""
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                         env=python_env(), cwd=cwd)
+    marks = [line.split() for line in out.stdout.splitlines() if line.startswith("FIRST_STEP ")]
+    if out.returncode != 0 or not marks:
+        raise RuntimeError(f"first-step child exited {out.returncode}: {(out.stderr.strip().splitlines() or [''])[-1]}")
+    return float(marks[-1][1]) - t0
 
 
 def wall(cmd: List[str], cwd: str, timeout: float) -> float:
@@ -177,6 +230,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print()
         print(f"- `lamina train` spends {median(ttfs) - median(bare):.2f} s beyond starting Python + TensorFlow")
         result.update({"ttfs_s": median(ttfs), "ttfs_samples": ttfs, "python_tf_s": median(bare)})
+        first: Dict[str, List[float]] = {"lamina": [], "keras": []}
+        with tempfile.TemporaryDirectory(prefix="lamina_first_step_") as tmp:
+            for r in range(train_repeats):
+                pair = [("lamina", _FIRST_STEP_LAMINA), ("keras", _FIRST_STEP_KERAS)]
+                for name, code in (pair if r % 2 == 0 else pair[::-1]):
+                    try:
+                        first[name].append(first_step_seconds(code, tmp, args.timeout))
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        print(f"- first step, {name}: failed ({e})", flush=True)
+        if first["lamina"] and first["keras"]:
+            lam, ker = median(first["lamina"]), median(first["keras"])
+            print()
+            print(f"### Time to the first training step (spawn to the end of step 1, median of {train_repeats})")
+            print()
+            print(format_table(["framework", "seconds", "min-max"], [
+                [name, f"{median(v):.2f}", f"{min(v):.2f}-{max(v):.2f}"] for name, v in first.items()]))
+            print()
+            ratio = lam / ker
+            print(f"- target: lamina / Keras time to first step <= 1.0: {ratio:.2f} ({'met' if ratio <= 1.0 else 'not met'})")
+            result.update({"first_step_s": {k: median(v) for k, v in first.items()}, "first_step_samples": first,
+                           "first_step_ratio": ratio})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -45,10 +45,13 @@ def test_train_step_rss_child() -> None:
 
 
 def test_inference_smoke() -> None:
-    out = _run([str(BENCH / "inference.py"), "--smoke", "--frameworks", "lamina-live,savedmodel,lamina-export,keras-call"])
-    assert "batch-1 ms" in out and "img/s" in out
+    variants = ("lamina-live", "savedmodel", "lamina-export", "keras-export", "onnxruntime", "litert-f32", "litert-int8")
+    out = _run([str(BENCH / "inference.py"), "--smoke", "--frameworks", ",".join(variants)])
+    assert "batch-1 ms" in out and "img/s" in out and "call p99 ms" in out and "disk MiB" in out
+    assert "- target: lamina's SavedModel <= 1.0x Keras's export latency" in out
+    assert "- target: the ONNX export within 10% of the best runtime" in out
     assert out.startswith("machine: ") and "; ISA " in out.splitlines()[0]
-    for variant in ("lamina-live", "savedmodel", "lamina-export", "keras-call"):
+    for variant in variants:
         assert f"| {variant} " in out, variant
 
 
@@ -57,6 +60,7 @@ def test_startup_smoke() -> None:
     assert "| import lamina (after tensorflow)" in out
     assert out.startswith("machine: ") and "; ISA " in out.splitlines()[0]
     assert "lamina train --max-steps 1 --quiet" in out
+    assert "### Time to the first training step" in out and "- target: lamina / Keras time to first step" in out
 
 
 def test_profile_step_smoke() -> None:
