@@ -10,10 +10,12 @@ blocks with exact GELU, tied embeddings) in three variants, with the same
 weights, timed in alternating rounds (``common.round_robin``) so they share the
 machine's conditions:
 
-* ``lamina-cached``: ``GPT.generate`` (one ``tf.function``: a prefill of the
-  prompt, then a ``tf.while_loop`` of one-token steps reading and writing
-  fixed-size key/value buffers);
-* ``lamina-cached-xla``: the same function compiled with XLA (``jit_compile=True``);
+* ``lamina-cached``: ``GPT.generate`` as it is called by default (one
+  ``tf.function``: a prefill of the prompt, then a ``tf.while_loop`` of
+  one-token steps reading and writing fixed-size key/value buffers, each step
+  one XLA-compiled function: ``xla_step``);
+* ``lamina-cached-tf``: the same with every op in TensorFlow's kernels (``xla_step=False``);
+* ``lamina-cached-xla``: the whole loop compiled with XLA (``jit_compile=True``);
 * ``lamina-recompute``: ``GPT.generate(use_cache=False)`` (the same loop,
   re-reading the whole sequence at every step);
 * ``torch-cached``: the same network written in plain ``torch.nn`` (eager,
@@ -150,10 +152,13 @@ def main(argv: List[str] = None) -> None:
     reference = torch_decoder(model.get_weights(), args.layers, args.heads, eps=1e-5)
     t_prompt = torch.tensor(prompt, dtype=torch.long)
 
-    def lamina_variant(use_cache: bool, jit: bool) -> Any:
-        return lambda: model.generate(prompt, args.new, temperature=0.0, use_cache=use_cache, jit_compile=jit)
+    def lamina_variant(use_cache: bool, jit: bool, xla_step: Any = None) -> Any:
+        return lambda: model.generate(prompt, args.new, temperature=0.0, use_cache=use_cache, jit_compile=jit,
+                                      xla_step=xla_step)
 
-    entries = [Entry("lamina-cached", lamina_variant(True, False)), Entry("lamina-cached-xla", lamina_variant(True, True)),
+    entries = [Entry("lamina-cached", lamina_variant(True, False)),
+               Entry("lamina-cached-tf", lamina_variant(True, False, False)),
+               Entry("lamina-cached-xla", lamina_variant(True, True)),
                Entry("lamina-recompute", lamina_variant(False, False)),
                Entry("torch-cached", lambda: reference.generate(t_prompt, args.new).numpy())]
     outputs = {}

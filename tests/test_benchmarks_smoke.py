@@ -73,7 +73,7 @@ def test_generate_smoke() -> None:
     # whose greedy tokens must all agree.
     out = _run([str(BENCH / "generate.py"), "--smoke"])
     assert "\nmachine: " in "\n" + out and "| variant" in out and "tokens/s" in out
-    for variant in ("lamina-cached", "lamina-cached-xla", "lamina-recompute", "torch-cached"):
+    for variant in ("lamina-cached", "lamina-cached-tf", "lamina-cached-xla", "lamina-recompute", "torch-cached"):
         assert f"| {variant} " in out, variant
         assert f"{variant}: first call" in out and "at 12 of 12 positions" in out.split(f"{variant}: first call")[1].split("\n")[0]
 

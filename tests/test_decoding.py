@@ -271,6 +271,23 @@ def test_generate_compiles_under_xla(rng):
     np.testing.assert_array_equal(sampled, model.generate(prompt, 5, seed=1, jit_compile=True))
 
 
+def test_generate_xla_step_agrees_with_the_tensorflow_kernels(rng):
+    # The default cached loop runs each one-token step as one XLA-compiled function;
+    # the prefill and the sampling stay in TensorFlow's kernels, so the tokens are those of xla_step=False.
+    model = lm.models.GPT(31, max_len=40, model_dim=D, num_heads=4, num_layers=2, num_kv_heads=2)
+    prompt = rng.integers(0, 31, (2, 6)).astype(np.int32)
+    for kw in ({"temperature": 0.0}, {"temperature": 0.9, "top_k": 10, "seed": 4}, {"temperature": 1.2, "seed": 9}):
+        np.testing.assert_array_equal(model.generate(prompt, 12, **kw), model.generate(prompt, 12, xla_step=False, **kw))
+    model.generate(prompt[:, :2], 20, temperature=0.0)  # another prompt length: the same traces
+    model.generate(prompt[:1], 3, temperature=0.0)  # another batch size: XLA compiles again, no retrace
+    assert model.generate_function().experimental_get_tracing_count() == 1
+    assert model.generate_function(xla_step=True) is model.generate_function()
+    with pytest.raises(ValueError, match=r"xla_step=True needs use_cache=True and jit_compile=False"):
+        model.generate(prompt, 2, use_cache=False, xla_step=True)
+    with pytest.raises(ValueError, match=r"xla_step=True needs use_cache=True and jit_compile=False"):
+        model.generate(prompt, 2, jit_compile=True, xla_step=True)
+
+
 def test_filter_logits_matches_numpy():
     rng = np.random.default_rng(1)
     logits = rng.standard_normal((4, 12)).astype(np.float32) * 2

@@ -15,6 +15,8 @@ stateless (Gumbel-max with ``tf.random.stateless_uniform`` noise seeded by
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -249,17 +251,34 @@ class GPT(Module):
 
         return tf.cond(temperature > 0, sampled, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
 
+    def _one_token(self, token: tf.Tensor, caches: Sequence[KVCache], position: tf.Tensor) -> Any:
+        """One cached decoding step: ``(logits (B, 1, V), caches)`` for ``token`` ``(B, 1)`` at ``position``."""
+        return self(token, cache=caches, position=position)
+
+    def _token_step(self) -> tf.types.experimental.GenericFunction:
+        """:meth:`_one_token` compiled with XLA (fixed shapes: compiled once per batch size)."""
+        if "token_step" not in self._generate_fns:
+            self._generate_fns["token_step"] = tf.function(self._one_token, jit_compile=True, autograph=False)
+        return self._generate_fns["token_step"]
+
     def _decode_cached(self, prompt: tf.Tensor, new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
-                       top_p: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """The prompt's logits in one call (prefill), then one cached step per new token."""
+                       top_p: tf.Tensor, seed: tf.Tensor, xla_step: bool = True) -> tf.Tensor:
+        """The prompt's logits in one call (prefill), then one cached step per new token.
+
+        ``xla_step``: each one-token step runs as one XLA-compiled function (its
+        shapes do not depend on the prompt length); the prefill and the sampling
+        stay in TensorFlow's kernels.
+        """
         batch, length = tf.shape(prompt)[0], tf.shape(prompt)[1]
         logits, caches = self(prompt, cache=self.init_cache(batch), position=tf.constant(0))
         token = self._sample(logits[:, -1], temperature, top_k, top_p, seed, tf.constant(0))
         out = tf.TensorArray(tf.int32, size=new, element_shape=tf.TensorShape([None]))
 
+        step = self._token_step() if xla_step else self._one_token
+
         def body(i: tf.Tensor, token: tf.Tensor, caches: Any, out: tf.TensorArray) -> Tuple[Any, ...]:
             out = out.write(i - 1, token)
-            logits, caches = self(token[:, tf.newaxis], cache=caches, position=length + i - 1)
+            logits, caches = step(token[:, tf.newaxis], caches, length + i - 1)
             return i + 1, self._sample(logits[:, -1], temperature, top_k, top_p, seed, i), caches, out
 
         _, token, _, out = tf.while_loop(lambda i, *_: i < new, body, (tf.constant(1), token, caches, out))
@@ -279,7 +298,8 @@ class GPT(Module):
                                   shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))
         return tokens
 
-    def generate_function(self, use_cache: bool = True, jit_compile: bool = False) -> tf.types.experimental.GenericFunction:
+    def generate_function(self, use_cache: bool = True, jit_compile: bool = False,
+                          xla_step: Optional[bool] = None) -> tf.types.experimental.GenericFunction:
         """The compiled ``tf.function`` behind :meth:`generate` (built once per setting, then reused).
 
         Its arguments are all tensors (``prompt`` int32 ``(B, P)``, ``max_new_tokens``
@@ -289,13 +309,27 @@ class GPT(Module):
         Args:
           use_cache: decode with key/value caches (else re-read the whole sequence each step).
           jit_compile: compile the decoding loop with XLA.
+          xla_step: compile each one-token step of cached decoding with XLA
+            (see :meth:`generate`); ``None``: on exactly when ``use_cache`` and
+            not ``jit_compile``.
 
         Returns:
           The ``tf.function``.
+
+        Raises:
+          ValueError: for ``xla_step=True`` without ``use_cache`` or with ``jit_compile``.
         """
-        key = (bool(use_cache), bool(jit_compile))
+        if xla_step is None:
+            xla_step = bool(use_cache) and not jit_compile
+        elif xla_step and (not use_cache or jit_compile):
+            raise ValueError(f"{self.describe()}: generate: xla_step=True needs use_cache=True and jit_compile=False "
+                             f"(got use_cache={use_cache}, jit_compile={jit_compile})")
+        key = (bool(use_cache), bool(jit_compile), bool(xla_step))
         if key not in self._generate_fns:
-            decode = self._decode_cached if use_cache else self._decode_recompute
+            if use_cache:
+                decode = functools.partial(self._decode_cached, xla_step=key[2])
+            else:
+                decode = self._decode_recompute
             signature = [tf.TensorSpec([None, None], tf.int32, name="prompt"),
                          tf.TensorSpec([], tf.int32, name="max_new_tokens"),
                          tf.TensorSpec([], tf.float32, name="temperature"),
@@ -316,6 +350,7 @@ class GPT(Module):
         seed: int = 0,
         use_cache: bool = True,
         jit_compile: bool = False,
+        xla_step: Optional[bool] = None,
     ) -> np.ndarray:
         """Continues each prompt by ``max_new_tokens`` tokens.
 
@@ -335,6 +370,14 @@ class GPT(Module):
             random numbers than the TensorFlow kernels for the same seed (its
             Philox streams differ), so sampled tokens are reproducible per seed
             within one setting; greedy decoding agrees.
+          xla_step: with the cache and without ``jit_compile``, run each
+            one-token step (the model on one position and its caches) as one
+            XLA-compiled function while the prompt's prefill, the loop and the
+            sampling stay in TensorFlow's kernels: most of ``jit_compile``'s
+            speed, compiled once per batch size rather than per prompt length,
+            and the same random streams as without it (the logits agree to
+            float rounding). Default: on for cached decoding; ``False`` runs
+            every op in TensorFlow's kernels.
 
         Returns:
           ``(B, P + max_new_tokens)`` int32 (``(P + max_new_tokens,)`` for a 1-D prompt):
@@ -370,7 +413,7 @@ class GPT(Module):
             raise TypeError(f"{owner}: generate: seed must be an int, got {seed!r}")
         if not self.built:
             self(tf.zeros([1, 1], tf.int32))
-        fn = self.generate_function(use_cache, jit_compile)
+        fn = self.generate_function(use_cache, jit_compile, xla_step)
         out = fn(tf.constant(ids, tf.int32), tf.constant(new, tf.int32), tf.constant(float(temperature), tf.float32),
                  tf.constant(k, tf.int32), tf.constant(float(p), tf.float32), tf.constant(int(seed), tf.int64))
         out = out.numpy()
