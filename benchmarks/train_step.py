@@ -432,22 +432,22 @@ def targets(rec: Dict[str, Any]) -> List[str]:
         best_l = min(fp32_lam, key=lambda v: rows[v]["ms"])
         best_p = min(fp32_peers, key=lambda v: rows[v]["ms"])
         r = paired_ratio(rows, best_p, best_l)
-        out.append(f"float32: {best_l} vs the fastest peer ({best_p}): {r:.2f}x (target >= 1.00x)"
-                   f" -> {'met' if r >= 1.0 else 'BELOW'}")
-        if net == "cnn":
-            share = rows[best_l]["peak_share"]
-            out.append(f"float32: {best_l} at {100 * share:.0f}% of the matmul rate (target >= 85%)"
-                       f" -> {'met' if share >= 0.85 else 'BELOW'}")
+        want = 1.05 if net == "cnn" else 1.0  # the seed CNN's lead; ResNet-18: parity with every peer (below)
+        out.append(f"float32: {best_l} vs the fastest peer ({best_p}): {r:.2f}x (target >= {want:.2f}x)"
+                   f" -> {'met' if r >= want else 'BELOW'}")
+        share = rows[best_l]["peak_share"]
+        out.append(f"float32: {best_l} at {100 * share:.0f}% of the float32 matmul rate (for reference: the "
+                   f"target is each CPU's conv-kernel ceiling, benchmarks/kernels.py)")
         if net == "resnet18":
             for p in fp32_peers:
                 r = paired_ratio(rows, p, best_l)
                 out.append(f"resnet18: {best_l} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
     lb = "lamina-bf16"
     if net == "resnet18" and lb in rows:
-        for p in [v for v in peers if v in BF16]:
+        for p in [v for v in peers if v in BF16 and v != "keras-bf16"]:
             r = paired_ratio(rows, p, lb)
-            out.append(f"resnet18: {lb} vs {p}: {r:.2f}x (target >= 1.00x) -> {'met' if r >= 1.0 else 'BELOW'}")
-    if net == "cnn" and lb in rows and "keras-bf16" in rows:
+            out.append(f"resnet18: {lb} vs {p}: {r:.2f}x (for reference) -> {'ahead' if r >= 1.0 else 'behind'}")
+    if lb in rows and "keras-bf16" in rows:
         r = paired_ratio(rows, "keras-bf16", lb)
         out.append(f"mixed_bfloat16: {lb} vs keras-bf16: {r:.2f}x (target >= 1.10x) -> {'met' if r >= 1.10 else 'BELOW'}")
     return out

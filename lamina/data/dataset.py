@@ -228,7 +228,8 @@ class DataSet(DataSetBase):
         order = epoch_permutation(n, plan.seed, epoch) if shuffle else np.arange(n, dtype=np.int64)
         x_all, y_all = self._split_tensors(split)
         ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
-        return ds.map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i), i))
+        # plain TensorFlow ops: traced as written (autograph's conversion cost ~0.15 s per pipeline)
+        return ds.map(tf.autograph.experimental.do_not_convert(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i), i)))
 
     def _epoch(self, plan: Plan, augment: AugmentArg, one_hot: bool) -> tf.data.Dataset:
         n = self.splits[plan.split]
@@ -246,5 +247,8 @@ class DataSet(DataSetBase):
         ds = ds.batch(plan.global_batch, drop_remainder=plan.drop_remainder)
         if plan.skip_batches:
             ds = ds.skip(plan.skip_batches)
-        ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # fetch is plain TensorFlow ops (no Python control flow on tensors): traced as written, without
+        # autograph's conversion (~0.15 s for every epoch's pipeline)
+        ds = ds.map(tf.autograph.experimental.do_not_convert(fetch), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
