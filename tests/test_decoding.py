@@ -327,3 +327,19 @@ def test_gpt_errors(rng):
         model(prompt, position=2)
     with pytest.raises(ValueError, match="positional must be one of"):
         lm.models.GPT(11, positional="alibi")
+
+
+def test_generate_prints_no_onednn_integer_noise():
+    # An int32 transpose of the new tokens made oneDNN print "supports DT_INT32 only on platforms
+    # with AVX-512" (also on CPUs that have it), once per process.
+    import json
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, lamina as lm\n"
+            "m = lm.models.GPT(vocab_size=32, max_len=32, model_dim=16, num_heads=2, num_layers=1)\n"
+            "print(m.generate(np.array([1, 2, 3]), 4, temperature=0.0).tolist())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DT_INT32" not in proc.stderr
+    assert len(json.loads(proc.stdout.strip().splitlines()[-1])) == 7

@@ -283,7 +283,14 @@ class GPT(Module):
 
         _, token, _, out = tf.while_loop(lambda i, *_: i < new, body, (tf.constant(1), token, caches, out))
         out = out.write(new - 1, token)
-        return tf.concat([prompt, tf.transpose(out.stack())], axis=1)
+        steps = out.stack()  # (new, B)
+        if self.vocab_size <= 2**24:
+            # Transposed as float32 (exact for ids below 2**24): oneDNN's integer transpose prints a
+            # spurious "DT_INT32 only on platforms with AVX-512" error on every CPU.
+            new_tokens = tf.cast(tf.transpose(tf.cast(steps, tf.float32)), tf.int32)
+        else:
+            new_tokens = tf.transpose(steps)
+        return tf.concat([prompt, new_tokens], axis=1)
 
     def _decode_recompute(self, prompt: tf.Tensor, new: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor,
                           top_p: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
