@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import sys
 import types
 
@@ -120,7 +121,7 @@ def test_validation_is_held_out_per_shard(shards):
 
 
 # ------------------------------------------------------------- corruption
-def test_a_flipped_byte_is_detected_and_a_truncated_shard_refused(shards, tmp_path):
+def test_a_flipped_byte_is_detected_and_a_truncated_shard_refused(shards, tmp_path, capsys):
     _, out, _ = shards
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -134,10 +135,24 @@ def test_a_flipped_byte_is_detected_and_a_truncated_shard_refused(shards, tmp_pa
     shard.write_bytes(bytes(data))
     with pytest.raises(ld.DataError, match=r"train-00001-of-00003\.tfrecord: SHA-256 mismatch .* the shard is corrupt"):
         ld.inspect(str(copy), verify=True)
-    # streaming it does not crash: the corrupt record ends its shard early
+    # streaming it does not crash: the corrupt record ends its shard early, and the records
+    # lost are counted and named with the shard
+    capsys.readouterr()
     ds = ld.load(str(copy), stream=True)
     n = sum(int(y.shape[0]) for _, y in ds.batches("train", 8))
     assert 16 <= n < 24
+    err = capsys.readouterr().err
+    assert re.search(r"lamina: warning: \S*train-00001-of-00003\.tfrecord \(records (\d+)-7\): corrupt record", err), err
+    assert ds.bad_files == 24 - n
+    assert f"{24 - n} of its 8 records lost" in err
+    with pytest.raises(ld.DataError, match=r"train-00001-of-00003\.tfrecord \(records \d+-7\): corrupt record .*"
+                                           r"stopped by on_bad_file='fail'"):
+        failing = ld.load(str(copy), stream=True, on_bad_file="fail")
+        try:
+            for _ in failing.batches("train", 8):
+                pass
+        except Exception as e:  # noqa: BLE001 - the pipeline wraps the DataError
+            raise ld.pipeline_error(e) or e
     shard.write_bytes(bytes(data[:-10]))
     with pytest.raises(ld.DataError, match=r"shard is \d+ bytes but index\.json says \d+; it is truncated"):
         ld.load(str(copy))

@@ -172,26 +172,35 @@ class BadFileLog:
           DataError: under ``on_bad_file="fail"`` (inside a pipeline it stops the
             iteration; :func:`pipeline_error` recovers this error).
         """
-        out = self.stream or sys.stderr
         for index in np.asarray(indices).reshape(-1).tolist():
-            name, reason = self.describe(split, int(index))
+            self.report_named(*self.describe(split, int(index)))
+
+    def report_named(self, name: str, reason: str, examples: int = 1) -> None:
+        """Records ``examples`` unreadable examples under one ``name`` (a file, or a shard's records).
+
+        Raises:
+          DataError: under ``on_bad_file="fail"``.
+        """
+        out = self.stream or sys.stderr
+        with _lock:
+            before = self.count
+            self.count += int(examples)
+            count = self.count
+            named = len(self.names) < _NAMED_WARNINGS
+            if named:
+                self.names.append(name)
+        if self.policy == "fail":
+            error = DataError(f"{name}: {reason} (stopped by on_bad_file='fail'; 'skip' skips bad files)")
             with _lock:
-                self.count += 1
-                count = self.count
-                if len(self.names) < _NAMED_WARNINGS:
-                    self.names.append(name)
-            if self.policy == "fail":
-                error = DataError(f"{name}: {reason} (stopped by on_bad_file='fail'; 'skip' skips bad files)")
-                with _lock:
-                    _failures.append(error)
-                    del _failures[:-8]
-                raise error
-            if count <= _NAMED_WARNINGS:
-                tail = "" if count < _NAMED_WARNINGS else "; further bad files are counted, not named"
-                print(f"lamina: warning: {name}: {reason}; skipped ({count} bad file{'s' if count > 1 else ''} "
-                      f"in {self.what} so far{tail})", file=out, flush=True)
-            elif count % 1000 == 0:
-                print(f"lamina: warning: {count} bad files skipped in {self.what} so far", file=out, flush=True)
+                _failures.append(error)
+                del _failures[:-8]
+            raise error
+        if named:
+            tail = "" if len(self.names) < _NAMED_WARNINGS else "; further bad files are counted, not named"
+            print(f"lamina: warning: {name}: {reason}; skipped ({count} bad file{'s' if count > 1 else ''} "
+                  f"in {self.what} so far{tail})", file=out, flush=True)
+        elif count // 1000 > before // 1000:
+            print(f"lamina: warning: {count} bad files skipped in {self.what} so far", file=out, flush=True)
 
 
 def pipeline_error(error: BaseException) -> Optional[DataError]:

@@ -488,9 +488,11 @@ class TFRecordStream(StreamingDataSet):
         inside = int(skip - (ends[first - 1] if first else 0))
         files = np.full((len(rounds) - first, cycle), "", dtype=object)
         bases = np.zeros((len(rounds) - first, cycle), np.int64)
+        counts = np.zeros((len(rounds) - first, cycle), np.int64)
         for r, ids in enumerate(rounds[first:]):
             files[r, : len(ids)] = [src.shards[i].path for i in ids]
             bases[r, : len(ids)] = src.base[ids]
+            counts[r, : len(ids)] = [src.shards[i].count for i in ids]
         skips = np.zeros(len(rounds) - first, np.int64)
         skips[0] = inside
         numbers = np.arange(first, len(rounds), dtype=np.int64)
@@ -498,14 +500,41 @@ class TFRecordStream(StreamingDataSet):
         block = self._block
         epoch_key = _mix(seed, epoch)
 
-        def shard_records(path: tf.Tensor, base: tf.Tensor) -> tf.data.Dataset:
-            # A corrupt record (CRC mismatch) ends its shard early with a TensorFlow
-            # warning instead of stopping the epoch; `inspect(verify=True)` finds it.
-            ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors(log_warning=True).enumerate()
-            return ds.map(lambda j, rec: (rec, base + j))
+        log = self._log
 
-        def one_round(number: tf.Tensor, paths: tf.Tensor, base: tf.Tensor, skip_in: tf.Tensor) -> tf.data.Dataset:
-            listed = tf.data.Dataset.from_tensor_slices((paths, base)).filter(lambda p, b: tf.strings.length(p) > 0)
+        def report_short(path: tf.Tensor, read: tf.Tensor, count: tf.Tensor) -> np.int32:
+            read, count = int(read.numpy()), int(count.numpy())
+            log.report_named(f"{path.numpy().decode()} (records {read}-{count - 1})",
+                             f"corrupt record (the shard cannot be read past record {read - 1 if read else 0}; "
+                             f"{count - read} of its {count} records lost; `lamina data inspect --verify` checks shards)",
+                             examples=count - read)
+            return np.int32(0)
+
+        def shard_records(path: tf.Tensor, base: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
+            # A corrupt record (CRC mismatch) ends its shard early instead of stopping the
+            # epoch; an end marker after the shard's records compares how many were read with
+            # the index's count, and reports the rest as bad examples naming the shard.
+            ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors().enumerate()
+            end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
+
+            def tally(read: tf.Tensor, item: Tuple[tf.Tensor, tf.Tensor]):
+                j, rec = item
+                return tf.where(j >= 0, j + 1, read), (j, rec, read)
+
+            def check(j: tf.Tensor, rec: tf.Tensor, read: tf.Tensor):
+                short = tf.logical_and(j < 0, read < count)
+                done = tf.cond(short, lambda: tf.py_function(report_short, [path, read, count], tf.int32),
+                               lambda: tf.constant(0, tf.int32))
+                with tf.control_dependencies([done]):
+                    return tf.identity(j), rec
+
+            marked = ds.concatenate(end).scan(tf.constant(0, tf.int64), tally).map(check)
+            return marked.filter(lambda j, rec: j >= 0).map(lambda j, rec: (rec, base + j))
+
+        def one_round(number: tf.Tensor, paths: tf.Tensor, base: tf.Tensor, count: tf.Tensor,
+                      skip_in: tf.Tensor) -> tf.data.Dataset:
+            listed = tf.data.Dataset.from_tensor_slices((paths, base, count)).filter(
+                lambda p, b, c: tf.strings.length(p) > 0)
             recs = listed.interleave(shard_records, cycle_length=cycle, block_length=1,
                                      num_parallel_calls=cycle, deterministic=True)
             if keep is not None:
@@ -523,7 +552,7 @@ class TFRecordStream(StreamingDataSet):
 
             return blocks.map(mix).unbatch().skip(skip_in - whole * block)
 
-        table = tf.data.Dataset.from_tensor_slices((numbers, files.astype(str), bases, skips))
+        table = tf.data.Dataset.from_tensor_slices((numbers, files.astype(str), bases, counts, skips))
         return table.flat_map(one_round)
 
     def _raw_plan(self, plan: Plan) -> tf.data.Dataset:
