@@ -58,6 +58,7 @@ VARIANTS = ["lamina-live", "lamina-live-concrete", "lamina-live-xla", "savedmode
 EXPORTED = {"savedmodel": "wrapper", "lamina-export": "lamina_export", "keras-export": "keras_export",
             "onnxruntime": "onnx_export", "litert-f32": "tflite_f32", "litert-int8": "tflite_int8"}
 SHAPE = NETS["cnn"].input_shape
+SETTLE = 1  # untimed calls before each window
 
 
 def _savedmodel_wrapper(model: Any, path: str) -> Callable:
@@ -182,15 +183,15 @@ def _disk_mib(path: str) -> float:
     return total / 2**20
 
 
-def _timed_calls(times: List[float], calls: int, settle: int = 1) -> List[float]:
+def _timed_calls(times: List[float], calls: int, settle: int) -> List[float]:
     """The single-call times of the timed windows: each window's ``settle`` leading calls dropped.
 
-    ``times`` holds, in order, the warm-up call, then per window ``settle``
-    untimed and ``calls`` timed calls.
+    ``times`` holds, in order, per window ``settle`` untimed and ``calls``
+    timed calls (the warm-up call before the windows does not go through the
+    recording step).
     """
-    rest = times[1:]
     per = settle + calls
-    return [t for i, t in enumerate(rest) if i % per >= settle] or times
+    return [t for i, t in enumerate(times) if i % per >= settle]
 
 
 def _targets(results: Dict[str, Dict[str, Any]]) -> List[str]:
@@ -272,12 +273,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if v in EXPORTED:
                 sizes[v] = _disk_mib(os.path.join(tmp, EXPORTED[v]))
             thr.append(Entry(v, step=lambda call=call, ab=ab: call(ab), sync=to_np, steps=batches))
-        round_robin(lat + thr, windows, 1, settle=1)
+        round_robin(lat + thr, windows, 1, settle=SETTLE)
     rows = []
     results = {}
     for a, b in zip(lat, thr):
         ips = big / (b.ms / 1000.0)
-        timed = _timed_calls(call_ms[a.name], calls)
+        timed = _timed_calls(call_ms[a.name], calls, SETTLE)
         p50, p99 = (float(np.percentile(timed, q)) for q in (50, 99))
         results[a.name] = {"latency_ms": a.ms, "latency_ms_min": min(a.samples), "call_ms_p50": p50,
                            "call_ms_p99": p99, "throughput_ips": ips, "max_abs_diff": diffs[a.name],

@@ -505,7 +505,7 @@ class TFRecordStream(StreamingDataSet):
         def report_short(path: tf.Tensor, read: tf.Tensor, count: tf.Tensor) -> np.int32:
             read, count = int(read.numpy()), int(count.numpy())
             log.report_named(f"{path.numpy().decode()} (records {read}-{count - 1})",
-                             f"corrupt record (the shard cannot be read past record {read - 1 if read else 0}; "
+                             f"corrupt record (the shard cannot be read from record {read} on; "
                              f"{count - read} of its {count} records lost; `lamina data inspect --verify` checks shards)",
                              examples=count - read)
             return np.int32(0)
