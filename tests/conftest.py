@@ -118,3 +118,4 @@ def rng():
 def t2n(t):
     """A PyTorch tensor as a NumPy array (detached)."""
     return t.detach().numpy()
+

@@ -531,3 +531,67 @@ def test_explicit_same_padding_with_unknown_spatial_size(stride, want_pad):
     x = tf.constant(np.random.RandomState(0).randn(2, 7, 8, 3).astype(np.float32))
     ref = tf.nn.conv2d(x, layer.weights, stride, [[0, 0], [1, 1], [1, 1], [0, 0]]) + layer.bias
     assert_close(fn(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def _float64_conv(x, w, strides, padding):
+    """The reference: TensorFlow's float64 convolution (Eigen's kernel, not oneDNN's)."""
+    x, w = tf.cast(x, tf.float64), tf.cast(w, tf.float64)
+    if isinstance(padding, int):
+        n = len(x.shape) - 2
+        x = tf.pad(x, [[0, 0]] + [[padding, padding]] * n + [[0, 0]])
+        padding = "VALID"
+    return tf.nn.convolution(x, w, strides=strides, padding=padding)
+
+
+# (layer, input shape): one spatial dimension with a single output window and a stride
+# > 1, another with stride 1. TF 2.21's oneDNN forward conv returns garbage for these
+# on AVX-512 CPUs (seen on an Intel Xeon with AMX: 7.6e27 in a 1-channel case);
+# lamina convolves that dimension with stride 1 (single_window_strides).
+SINGLE_WINDOW = [
+    pytest.param(lambda: lm.Conv2D(4, (1, 3), strides=(1, 3), padding="VALID", name="c"), (2, 5, 5, 1), id="2d-valid"),
+    pytest.param(lambda: lm.Conv2D(4, (1, 3), strides=(1, 3), padding=2, name="c"), (2, 1, 1, 1), id="2d-explicit"),
+    pytest.param(lambda: lm.Conv2D(1, (2, 2), strides=(1, 2), padding="VALID", name="c"), (2, 5, 3, 1), id="2d-k2"),
+    pytest.param(lambda: lm.Conv2D(4, (1, 3), strides=(1, 2), padding="SAME", name="c"), (2, 5, 2, 1), id="2d-same"),
+    pytest.param(lambda: lm.Conv2D(3, (3, 2), strides=(1, 3), padding="VALID", name="c"), (2, 5, 4, 2), id="2d-c2"),
+    pytest.param(lambda: lm.Conv3D(4, (1, 1, 3), strides=(1, 1, 2), padding="VALID", name="c"), (2, 2, 5, 3, 1),
+                 id="3d-valid"),
+    pytest.param(lambda: lm.Conv3D(2, (1, 1, 2), strides=(1, 1, 3), padding="SAME", name="c"), (2, 2, 5, 2, 2),
+                 id="3d-same"),
+]
+
+
+@pytest.mark.parametrize("dtype, tol", [(tf.float32, 1e-5), (tf.bfloat16, 3e-2)], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("make, shape", SINGLE_WINDOW)
+def test_single_output_window_with_uneven_strides(make, shape, dtype, tol):
+    """Forward (eager and compiled) and gradients equal a float64 reference where oneDNN's kernel is wrong."""
+    layer = make()
+    x = tf.random.stateless_normal(shape, (1, 2))
+    layer(tf.cast(x, dtype))
+    layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, (3, 4)))
+    w = layer.weights
+    pad = layer.padding if isinstance(layer.padding, str) else layer.padding[0][0]
+    want = _float64_conv(tf.cast(tf.cast(x, dtype), tf.float64), tf.cast(tf.cast(w, dtype), tf.float64),
+                         layer.strides, pad) + tf.cast(layer.bias, tf.float64)
+    scale = 1.0 + float(tf.reduce_max(tf.abs(want)))
+    for fn in (layer, tf.function(layer)):
+        got = tf.cast(fn(tf.cast(x, dtype)), tf.float64)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=tol * scale, rtol=0)
+    cot = tf.random.stateless_normal(want.shape, (5, 6), dtype=tf.float64)
+    xd = tf.cast(x, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(xd)
+        y = layer(xd)
+    gx, gw = tape.gradient(y, [xd, layer.weights], output_gradients=tf.cast(cot, dtype))
+
+    @tf.function  # (TF's eager float64 Conv3D gradient fails reading its data_format attribute)
+    def reference_grads(x64, w64):
+        with tf.GradientTape() as tape:
+            tape.watch([x64, w64])
+            y64 = _float64_conv(x64, w64, layer.strides, pad)
+        return tape.gradient(y64, [x64, w64], output_gradients=cot)
+
+    rx, rw = reference_grads(tf.cast(xd, tf.float64), tf.cast(tf.cast(w, dtype), tf.float64))
+    for got, ref in ((gx, rx), (gw, rw)):
+        ref = ref.numpy()
+        np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), ref, atol=tol * (1 + np.abs(ref).max()), rtol=0)

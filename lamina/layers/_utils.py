@@ -209,6 +209,64 @@ def builtin_padding(
     return "VALID", tf.pad(x, channels_last_padding(pairs))
 
 
+def single_window_strides(
+    x: tf.Tensor,
+    padding: str,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> Tuple[str, tf.Tensor, Tuple[int, ...]]:
+    """Stride 1 where a spatial dimension has one output window (a workaround for a oneDNN bug).
+
+    TensorFlow 2.21's oneDNN forward convolution (2-D and 3-D, float32 and
+    bfloat16, on AVX-512 CPUs) returns garbage when the strides differ between
+    dimensions and one dimension with stride > 1 has a single output position,
+    e.g. a ``(5, 3)`` map, kernel ``(1, 3)``, strides ``(1, 3)``
+    (``tests/test_conv.py::test_single_output_window_with_uneven_strides``).
+    With one window the stride has no effect, so that dimension is cut to the
+    window (padding it first where ``"SAME"`` would) and convolved with stride 1:
+    the same result, and the other shapes never change. Needs static sizes;
+    unchanged otherwise.
+
+    Args:
+      x: the channels-last input, after :func:`builtin_padding`.
+      padding: ``"SAME"`` or ``"VALID"``.
+      kernel_size: kernel size per spatial dimension.
+      strides: stride per spatial dimension.
+      dilation: dilation per spatial dimension.
+
+    Returns:
+      ``(padding, x, strides)`` to pass to the convolution op.
+    """
+    strides = tuple(int(s) for s in strides)
+    if len(set(strides)) == 1:
+        return padding, x, strides
+    spatial = x.shape[1:-1]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+
+    def single(size: Optional[int], span: int, stride: int) -> bool:
+        if size is None or stride == 1:
+            return False
+        out = -(-size // stride) if padding == "SAME" else (size - span) // stride + 1
+        return out == 1
+
+    hit = [single(s, sp, st) for s, sp, st in zip(spatial, spans, strides)]
+    if not any(hit):
+        return padding, x, strides
+    if padding == "SAME":
+        pairs = [same_padding_pairs(s, k, st, d) for s, k, st, d in zip(spatial, kernel_size, strides, dilation)]
+        if any(p is None for p in pairs):
+            return padding, x, strides
+        x = tf.pad(x, channels_last_padding(pairs))
+    begin = [0] * len(x.shape)
+    size = [-1] * len(x.shape)
+    for i, (h, span) in enumerate(zip(hit, spans)):
+        if h:
+            size[i + 1] = span
+    x = tf.slice(x, begin, size)
+    return "VALID", x, tuple(1 if h else st for h, st in zip(hit, strides))
+
+
 def channels_last_padding(pairs: Sequence[Sequence[int]]) -> List[List[int]]:
     """Spatial ``(before, after)`` pairs as a full channels-last padding (zero rows for batch and channels)."""
     return [[0, 0]] + [list(p) for p in pairs] + [[0, 0]]

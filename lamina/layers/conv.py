@@ -42,6 +42,7 @@ from lamina.layers._utils import (
     normalize_tuple,
     padding_attr,
     positive_int,
+    single_window_strides,
     spatial_dims,
     to_data_format,
     with_batch_and_channels,
@@ -272,17 +273,16 @@ class ConvND(_ConvLayer):
             # it are generic Eigen ones (and reject dilation), also for stride > 1 and
             # all-zero padding (e.g. ResNet's stride-2 convs and 1x1 projections).
             padding, x = builtin_padding(x, padding, self.kernel_size, self.strides, self.dilation)
+        padding, x, strides = single_window_strides(x, padding, self.kernel_size, self.strides, self.dilation)
         if n == 3:
-            return tf.nn.conv3d(
-                x, w, strides=(1, *self.strides, 1), padding=padding, dilations=(1, *self.dilation, 1)
-            )
+            return tf.nn.conv3d(x, w, strides=(1, *strides, 1), padding=padding, dilations=(1, *self.dilation, 1))
         if n == 1:
             # A 1-D convolution is a 2-D one over a height of 1.
             x = tf.expand_dims(x, 1)
             w = tf.expand_dims(w, 0)
-            strides, dilation = (1,) + self.strides, (1,) + self.dilation
+            strides, dilation = (1,) + strides, (1,) + self.dilation
         else:
-            strides, dilation = self.strides, self.dilation
+            dilation = self.dilation
         y = tf.nn.conv2d(x, w, strides=(1, *strides, 1), padding=padding, dilations=(1, *dilation, 1))
         return tf.squeeze(y, 1) if n == 1 else y
 
