@@ -595,3 +595,41 @@ def test_single_output_window_with_uneven_strides(make, shape, dtype, tol):
     for got, ref in ((gx, rx), (gw, rw)):
         ref = ref.numpy()
         np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), ref, atol=tol * (1 + np.abs(ref).max()), rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (4, 7, 5), (3, 6, 7, 5), (2, 3, 4, 5, 5)])
+@pytest.mark.parametrize("dtype, rtol", [(tf.float32, 1e-5), (tf.bfloat16, 1e-2)])
+def test_bias_gradient_is_the_sum_over_every_axis_but_the_last(shape, dtype, rtol):
+    from lamina.layers._utils import bias_gradient
+
+    dy = tf.cast(0.5 + tf.random.stateless_normal(shape, (1, 1)), dtype)
+    want = tf.cast(dy, tf.float64).numpy().reshape(-1, shape[-1]).sum(0)
+    np.testing.assert_allclose(tf.cast(bias_gradient(dy), tf.float64).numpy(), want, rtol=rtol)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_conv_bias_gradient_and_second_order_gradient(mode):
+    """add_bias's custom gradient (rank >= 4) gives tf.nn.bias_add's gradients, also differentiated again."""
+    layer = lm.Conv2D(3, 3, activation="tanh", name="c")
+    x = tf.random.stateless_normal((2, 5, 5, 2), (2, 2))
+    layer(x)
+    layer.bias.assign([0.1, -0.2, 0.3])
+
+    def grads(conv):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(conv(x) ** 2)
+            gx, gb = inner.gradient(loss, [x, layer.bias])
+            penalty = tf.reduce_sum(gx ** 2)  # a gradient penalty (WGAN-GP style)
+        return gb, outer.gradient(penalty, layer.bias)
+
+    def reference(x):
+        return tf.tanh(tf.nn.bias_add(tf.nn.conv2d(x, layer.weights, 1, "SAME"), layer.bias))
+
+    run = {"eager": lambda f: f(), "function": lambda f: tf.function(f)(),
+           "xla": lambda f: tf.function(f, jit_compile=True)()}[mode]
+    got = run(lambda: grads(layer))
+    want = run(lambda: grads(reference))
+    for g, w in zip(got, want):
+        assert_close(g, w, atol=1e-4, rtol=1e-4)

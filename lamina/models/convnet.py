@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from lamina import initializers
-from lamina.layers._utils import cast_like, normalize_data_format, positive_int
+from lamina.layers._utils import bias_gradient, cast_like, normalize_data_format, positive_int
 from lamina.layers.activations import activation_key, get_activation
 from lamina.layers.conv import Conv2D
 from lamina.layers.dropout import Dropout
@@ -93,7 +93,7 @@ def _activated_max_pool(y: tf.Tensor, bias: tf.Tensor, activation: str, pool: Ma
                 orig_input=a, orig_output=p, grad=g, ksize=[1, *pool.pool_size, 1],
                 strides=[1, *pool.strides, 1], padding=pool.padding,
             )
-            return dy, tf.reduce_sum(g, axis=[0, 1, 2])
+            return dy, bias_gradient(g)
 
         return p, grad
 
