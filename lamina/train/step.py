@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
+from lamina.optim import clipping
 
 __all__ = ["StepContext", "StepFn"]
 
@@ -55,26 +56,6 @@ def _leading_size(batch: Any) -> tf.Tensor:
     return tf.cast(tf.shape(first)[0], tf.float32)
 
 
-
-def all_finite(grads: Sequence[Optional[Any]]) -> tf.Tensor:
-    """Whether every gradient is finite: one ``Sum`` per gradient, then one check.
-
-    A NaN or an infinity makes its sum non-finite, and a sum of finite float32
-    values overflows only where the sum of their squares (a global norm, which
-    the check used to be) would have overflowed first; the squares cost an
-    extra full pass over every gradient each step.
-
-    Args:
-      grads: gradients (tensors, ``IndexedSlices`` or ``None``).
-
-    Returns:
-      A bool scalar (``True`` when every gradient is ``None``).
-    """
-    sums = [tf.reduce_sum(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32))
-            for g in grads if g is not None]
-    if not sums:
-        return tf.constant(True)
-    return tf.math.is_finite(tf.add_n(sums))
 
 
 class StepContext:
@@ -218,7 +199,9 @@ class StepContext:
             grads = [None if g is None else tf.cast(tf.convert_to_tensor(g), tf.float32) / scale.scale for g in grads]
         if self._replicas > 1:
             grads = optimizer.aggregate_gradients(grads, "sum")
-        finite = all_finite(grads)
+        # A global norm, not a sum: its squares overflow where Adam's second moment
+        # (g**2) would, so a huge but finite gradient is refused before it puts inf in a slot.
+        finite = tf.math.is_finite(clipping.global_norm(grads))
         self.finite.append(finite)
         accum = trainer.accumulators(index, variables) if trainer.grad_accum_steps > 1 else None
 
