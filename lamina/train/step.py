@@ -56,8 +56,6 @@ def _leading_size(batch: Any) -> tf.Tensor:
     return tf.cast(tf.shape(first)[0], tf.float32)
 
 
-
-
 class StepContext:
     """The Trainer's services for one replica's step.
 
