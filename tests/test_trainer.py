@@ -238,3 +238,22 @@ def test_step_runs_the_concrete_function_and_rejects_mismatched_batches():
         t.train_step(tf.zeros([4, 6, 6, 3]), tf.zeros([4], tf.int32))
     with pytest.raises(ValueError, match=r"got \[\(4, 6, 6, 2\) float64, \(4,\) int32\]"):
         t.train_step(tf.zeros([4, 6, 6, 2], tf.float64), tf.zeros([4], tf.int32))
+
+
+def test_mixed_float16_on_cpu_warns_once(monkeypatch, capsys):
+    """mixed_float16 without a GPU trains ~50x slower than float32: one warning per process, the run goes on."""
+    import io
+
+    from lamina.train import precision as P
+
+    monkeypatch.setattr(P, "_WARNED", set())
+    for name in ("float32", "mixed_bfloat16"):
+        assert P.warn_if_slow(P.resolve_precision(name), io.StringIO()) is False
+    out = io.StringIO()
+    assert P.warn_if_slow(P.resolve_precision("mixed_float16"), out) is True
+    assert out.getvalue().startswith("lamina: warning: mixed_float16 on a CPU is slow")
+    assert "mixed_bfloat16" in out.getvalue() and out.getvalue().count("\n") == 1
+    assert P.warn_if_slow(P.resolve_precision("mixed_float16"), io.StringIO()) is False  # once
+    monkeypatch.setattr(P, "_WARNED", set())
+    lm.Trainer(lm.Linear(2), lm.optim.SGD(0.1), loss="mse", precision="mixed_float16", quiet=True)
+    assert "mixed_float16 on a CPU is slow" in capsys.readouterr().err

@@ -2,7 +2,14 @@
 
 from lamina.train import callbacks, distribute  # noqa: F401
 from lamina.train.checkpoints import CheckpointError, SafeCheckpointManager, latest_good_checkpoint, verify_checkpoint  # noqa: F401
-from lamina.train.precision import PRECISIONS, LossScale, Precision, auto_precision, resolve_precision  # noqa: F401
+from lamina.train.precision import (  # noqa: F401
+    PRECISIONS,
+    LossScale,
+    Precision,
+    auto_precision,
+    resolve_precision,
+    warn_if_slow,
+)
 from lamina.train.run import RunDirError, check_compatible, load_run, read_config, read_record, write_record  # noqa: F401
 from lamina.train.run import load_run_checkpoint, original_config  # noqa: F401
 from lamina.train.lock import RunLock, RunLockedError  # noqa: F401
@@ -30,6 +37,7 @@ __all__ = [
     "LossScale",
     "auto_precision",
     "resolve_precision",
+    "warn_if_slow",
     "RunDirError",
     "RunLock",
     "RunLockedError",

@@ -42,7 +42,7 @@ from lamina.train.data_source import epoch_data, eval_data
 from lamina.train.exclusive import exclusive
 from lamina.train.log_means import LogMeans
 from lamina.train.loss_scale import LossScale
-from lamina.train.precision import resolve_precision
+from lamina.train.precision import resolve_precision, warn_if_slow
 from lamina.train.step import StepContext, StepFn
 
 __all__ = ["Trainer", "TrainingError"]
@@ -212,6 +212,7 @@ class Trainer:
         self.loss_fn = losses_lib.get(loss) if isinstance(loss, str) else loss
         self._custom_step, self._custom_eval = step, eval_step
         self.precision = resolve_precision(precision)
+        warn_if_slow(self.precision)
         self.jit_compile, self.autograph = bool(jit_compile), bool(autograph)
         self.grad_accum_steps = grad_accum_steps
         self.ema_decay = ema
