@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -229,13 +230,18 @@ def round_robin(
     settle: int = 1,
     rotate: bool = True,
     on_window: Optional[Callable[[int], None]] = None,
+    pause: float = 0.0,
 ) -> None:
     """Times ``entries`` in alternating windows, so they share the machine's conditions.
 
-    Round ``w`` runs, for each entry in turn (the starting entry rotates each
-    round, so no entry always follows the same neighbour), ``settle`` untimed
-    steps, then one timed window of ``steps_per_window`` steps. Each window's
-    ms/step is appended to ``entry.samples``.
+    Round ``w`` runs, for each entry in turn, ``settle`` untimed steps, then
+    one timed window of ``steps_per_window`` steps. Each window's ms/step is
+    appended to ``entry.samples``. The order is shuffled every round (seeded
+    by the round) so no entry always follows the same neighbour: a runtime
+    whose worker threads keep spinning after its window (onnxruntime, OpenMP)
+    slows whatever runs next, and with the starting entry merely rotated the
+    same entry always ran next (lamina's SavedModel read 1.08x Keras's export
+    at batch 1 that way; 1.01-1.03x shuffled, 0.97x timed alone).
 
     Args:
       entries: the contestants (already warmed up).
@@ -243,13 +249,18 @@ def round_robin(
       steps_per_window: timed steps per window.
       settle: untimed steps before each window (lets the previous framework's
         worker threads go idle and brings this one's buffers back into cache).
-      rotate: rotate the starting entry every round.
+      rotate: shuffle the order every round (``False``: always the given order).
       on_window: called with the round index after each round.
+      pause: seconds to sleep before each entry's settle steps (lets other
+        runtimes' spinning threads go idle).
     """
-    n = len(entries)
     for w in range(windows):
-        order = [entries[(i + (w if rotate else 0)) % n] for i in range(n)]
+        order = list(entries)
+        if rotate:
+            random.Random(w).shuffle(order)
         for e in order:
+            if pause:
+                time.sleep(pause)
             out = None
             for _ in range(settle):
                 out = e.step()

@@ -14,7 +14,7 @@ random batches, made device tensors before timing, cycled through: one batch
 repeated is memorized within a few dozen steps and its vanishing gradients turn
 into slow denormal arithmetic), warmed up, and then timed in round-robin
 windows: each round runs one untimed settle step then ``--steps-per-window`` timed steps of
-every variant in turn (the starting variant rotates), plus one 4096^2 float32
+every variant in turn (the order shuffled every round), plus one 4096^2 float32
 ``tf.linalg.matmul``, so all of them share the machine's conditions. Reported
 per variant: the median ms/step over the windows, images/s, the build + first
 step ("warm-up") time, the first step's loss (a same-network check), FLOPs and
