@@ -230,7 +230,6 @@ def round_robin(
     settle: int = 1,
     rotate: bool = True,
     on_window: Optional[Callable[[int], None]] = None,
-    pause: float = 0.0,
 ) -> None:
     """Times ``entries`` in alternating windows, so they share the machine's conditions.
 
@@ -251,16 +250,12 @@ def round_robin(
         worker threads go idle and brings this one's buffers back into cache).
       rotate: shuffle the order every round (``False``: always the given order).
       on_window: called with the round index after each round.
-      pause: seconds to sleep before each entry's settle steps (lets other
-        runtimes' spinning threads go idle).
     """
     for w in range(windows):
         order = list(entries)
         if rotate:
             random.Random(w).shuffle(order)
         for e in order:
-            if pause:
-                time.sleep(pause)
             out = None
             for _ in range(settle):
                 out = e.step()

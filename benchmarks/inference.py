@@ -59,7 +59,6 @@ EXPORTED = {"savedmodel": "wrapper", "lamina-export": "lamina_export", "keras-ex
             "onnxruntime": "onnx_export", "litert-f32": "tflite_f32", "litert-int8": "tflite_int8"}
 SHAPE = NETS["cnn"].input_shape
 SETTLE = 1  # untimed calls before each window
-PAUSE = 0.0  # seconds of sleep before each window (a sleep measured worse: every TF variant 10-20 % slower after it)
 
 
 def _savedmodel_wrapper(model: Any, path: str) -> Callable:
@@ -274,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if v in EXPORTED:
                 sizes[v] = _disk_mib(os.path.join(tmp, EXPORTED[v]))
             thr.append(Entry(v, step=lambda call=call, ab=ab: call(ab), sync=to_np, steps=batches))
-        round_robin(lat + thr, windows, 1, settle=SETTLE, pause=PAUSE)
+        round_robin(lat + thr, windows, 1, settle=SETTLE)
     rows = []
     results = {}
     for a, b in zip(lat, thr):

@@ -118,4 +118,3 @@ def rng():
 def t2n(t):
     """A PyTorch tensor as a NumPy array (detached)."""
     return t.detach().numpy()
-

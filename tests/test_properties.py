@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import lamina as lm
-from tf_cpu_gaps import xfail_if_gap
 from lamina.layers.conv import conv_output_length
 from lamina.layers.conv_transpose import conv_transpose_output_length
+from tf_cpu_gaps import xfail_if_gap
 
 SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 MAX_LEN = {1: 9, 2: 7, 3: 5}
@@ -437,7 +437,7 @@ KNOWN_BUGS = [
                  id="depthwise-empty-batch-wrong-shape", marks=EMPTY_BATCH_BUG),
     # float16 on a CPU without native float16 kernels (TensorFlow's Eigen fallback): no
     # MaxPool3D/AvgPool3D kernel, no dilation in transposed or 3-D convolutions. Where the CPU
-    # has AVX512_FP16, oneDNN runs them and they must work (conftest.TF_CPU_GAPS probes).
+    # has AVX512_FP16, oneDNN runs them and they must work (tf_cpu_gaps.TF_CPU_GAPS probes).
     pytest.param(lambda: lm.MaxPool3D(1, name="probe"), (1, 2, 2, 2, 1), tf.float16, id="maxpool3d-float16",
                  marks=xfail_if_gap("f16_pool3d", F16_GAP)),
     pytest.param(lambda: lm.AvgPool3D(1, name="probe"), (1, 2, 2, 2, 1), tf.float16, id="avgpool3d-float16",

@@ -379,4 +379,3 @@ def test_a_diverging_run_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
         if key.startswith("model/"):
             assert np.all(np.isfinite(reader.get_tensor(key))), key
     assert math.isfinite(trainer.model.get_weights()[list(trainer.model.get_weights())[0]].sum())
-

@@ -443,16 +443,15 @@ def bias_gradient(dy: tf.Tensor) -> tf.Tensor:
     accumulates in float32 in each (TensorFlow's ``Sum``).
 
     Args:
-      dy: the upstream gradient, rank >= 2.
+      dy: the upstream gradient, of a known rank >= 2.
 
     Returns:
       A vector of ``dy``'s last dimension.
     """
     rank = dy.shape.rank
-    if rank is not None and rank >= 3:
+    if rank >= 3:
         dy = tf.reduce_sum(dy, axis=list(range(1, rank - 1)))
-    return tf.reduce_sum(dy, axis=0) if rank is not None else tf.reduce_sum(
-        tf.reshape(dy, [-1, tf.shape(dy)[-1]]), axis=0)
+    return tf.reduce_sum(dy, axis=0)
 
 
 @tf.custom_gradient
