@@ -95,6 +95,15 @@ def batchnorm_ms(shape: Sequence[int], dtype: tf.DType, calls: int, repeats: int
             best_ms(tf.function(fused), x, calls=calls, repeats=repeats))
 
 
+def _nchw_conv_runs() -> bool:
+    """Whether TensorFlow runs a channels-first convolution on this CPU (only oneDNN has one)."""
+    try:
+        tf.nn.conv2d(tf.ones((1, 1, 3, 3)), tf.ones((1, 1, 1, 1)), 1, "SAME", data_format="NCHW").numpy()
+    except tf.errors.OpError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] = ()) -> int:
     """Prints the kernel tables.
 
@@ -121,12 +130,16 @@ def main(argv: Sequence[str] = ()) -> int:
                                 repeats=repeats) / 1e6
     print(f"\n{n}^2 float32 matmul: {peak:.0f} GFLOP/s\n")
 
+    formats = args.formats.split(",")
+    if "NCHW" in formats and not _nchw_conv_runs():
+        formats.remove("NCHW")
+        print("NCHW skipped: this TensorFlow has no channels-first CPU convolution here (oneDNN is off)\n")
     rows = []
     sums = {}
     for name, batch, size, cin, cout in convs:
         flop = 2 * batch * size * size * 9 * cin * cout / 1e9
         for dtype in (tf.float32, tf.bfloat16):
-            for fmt in args.formats.split(","):
+            for fmt in formats:
                 f, bi, bw = conv_kernels(batch, size, cin, cout, dtype, fmt, calls, repeats)
                 key = (name.split()[0], dtype.name, fmt)
                 sums[key] = sums.get(key, 0.0) + f + (bi if cin > 1 else 0.0) + bw

@@ -420,8 +420,8 @@ def test_any_configuration_works_or_raises_a_clear_error_naming_the_module(spec)
     assert tuple(y.shape) == tuple(layer.output_shape(shape)), (kwargs, shape)
 
 
-EMPTY_BATCH_BUG = pytest.mark.xfail(strict=True, reason="TensorFlow 2.21 oneDNN convolution: wrong output shape for an "
-                                   "empty batch (see docs/errors.md)")
+EMPTY_BATCH_BUG = xfail_if_gap("empty_batch_conv_shape", "TensorFlow 2.21 oneDNN convolution: wrong output shape for "
+                               "an empty batch (see docs/errors.md)")
 F16_GAP = "TensorFlow 2.21 CPU: no float16 kernel for this op on a CPU without AVX512_FP16 (see docs/errors.md)"
 
 KNOWN_BUGS = [
@@ -436,17 +436,18 @@ KNOWN_BUGS = [
     pytest.param(lambda: lm.DepthwiseConv2D(3, strides=2, name="probe"), (0, 4, 4, 1), tf.float32,
                  id="depthwise-empty-batch-wrong-shape", marks=EMPTY_BATCH_BUG),
     # float16 on a CPU without native float16 kernels (TensorFlow's Eigen fallback): no
-    # MaxPool3D/AvgPool3D kernel, no dilation in transposed or 3-D convolutions. Where the CPU
-    # has AVX512_FP16, oneDNN runs them and they must work (tf_cpu_gaps.TF_CPU_GAPS probes).
+    # MaxPool3D/AvgPool3D kernel. Where the CPU has AVX512_FP16, oneDNN runs them and they
+    # must work (tf_cpu_gaps.TF_CPU_GAPS probes).
     pytest.param(lambda: lm.MaxPool3D(1, name="probe"), (1, 2, 2, 2, 1), tf.float16, id="maxpool3d-float16",
                  marks=xfail_if_gap("f16_pool3d", F16_GAP)),
     pytest.param(lambda: lm.AvgPool3D(1, name="probe"), (1, 2, 2, 2, 1), tf.float16, id="avgpool3d-float16",
                  marks=xfail_if_gap("f16_pool3d", F16_GAP)),
+    # Dilated float16 convolutions work everywhere: where the CPU has no such kernel,
+    # lamina.layers.kernel_gaps computes them with undilated ones.
     pytest.param(lambda: lm.Conv2DTranspose(1, 2, dilation=2, dtype=tf.float16, name="probe"), (1, 3, 3, 1),
-                 tf.float16, id="conv2d-transpose-dilated-float16",
-                 marks=xfail_if_gap("f16_dilated_conv2d_backprop", F16_GAP)),
+                 tf.float16, id="conv2d-transpose-dilated-float16"),
     pytest.param(lambda: lm.Conv3D(1, 2, dilation=2, dtype=tf.float16, name="probe"), (1, 5, 5, 5, 1),
-                 tf.float16, id="conv3d-dilated-float16", marks=xfail_if_gap("f16_dilated_conv3d", F16_GAP)),
+                 tf.float16, id="conv3d-dilated-float16"),
 ]
 
 

@@ -12,9 +12,11 @@ dilation.
 layout TensorFlow's CPU kernels implement). ``groups > 1`` is computed as one
 convolution per group, which works on every device.
 
-Dilation uses the convolution ops' native ``dilations``; on CPU this relies on
-oneDNN (TensorFlow's default on x86), as TensorFlow's plain Eigen CPU kernels
-support neither 3-D dilation nor the dilated gradients. ``strides > 1``
+Dilation uses the convolution ops' native ``dilations`` where TensorFlow has
+them: on CPU only with oneDNN, whose absence (AVX2-only CPUs, ARM,
+``TF_ENABLE_ONEDNN_OPTS=0``) leaves no 3-D dilation and no dilated gradients;
+there the layer computes the same numbers with space-to-batch
+(:mod:`lamina.layers.kernel_gaps`, decided once by a probe). ``strides > 1``
 together with ``dilation > 1`` is rejected (as ``tf.nn.convolution`` does).
 """
 
@@ -48,6 +50,7 @@ from lamina.layers._utils import (
     with_batch_and_channels,
 )
 from lamina.layers.activations import get_activation
+from lamina.layers.kernel_gaps import dilated_conv, native_dilated_conv
 from lamina.module import InputSpec, Module
 
 __all__ = ["ConvND", "Conv1D", "Conv2D", "Conv3D", "conv_output_length"]
@@ -274,6 +277,12 @@ class ConvND(_ConvLayer):
             # all-zero padding (e.g. ResNet's stride-2 convs and 1x1 projections).
             padding, x = builtin_padding(x, padding, self.kernel_size, self.strides, self.dilation)
         padding, x, strides = single_window_strides(x, padding, self.kernel_size, self.strides, self.dilation)
+        if any(d > 1 for d in self.dilation) and not native_dilated_conv(n, x.dtype):
+            # No dilated kernel (or gradient) on this CPU: the same numbers via space-to-batch.
+            if n == 1:
+                return tf.squeeze(dilated_conv(tf.expand_dims(x, 1), tf.expand_dims(w, 0), padding,
+                                               (1,) + self.dilation), 1)
+            return dilated_conv(x, w, padding, self.dilation)
         if n == 3:
             return tf.nn.conv3d(x, w, strides=(1, *strides, 1), padding=padding, dilations=(1, *self.dilation, 1))
         if n == 1:

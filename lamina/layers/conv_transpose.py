@@ -23,8 +23,9 @@ dimension (PyTorch's rule); with ``"SAME"`` it must be smaller than the stride.
 The positions added by ``output_padding`` beyond the full transposed output
 receive no input contribution (only the bias).
 
-As for ``ConvND``, dilation uses TensorFlow's native ``dilations``; on CPU it
-needs oneDNN (TensorFlow's default on x86).
+As for ``ConvND``, dilation uses TensorFlow's native ``dilations`` where it has
+them (on CPU: with oneDNN); elsewhere the same output comes from zero insertion
+and a dilated convolution with the flipped kernel (:mod:`lamina.layers.kernel_gaps`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from lamina.layers._utils import (
     padding_attr,
 )
 from lamina.layers.conv import _ConvLayer
+from lamina.layers.kernel_gaps import dilated_conv_transpose, native_dilated_conv
 
 __all__ = [
     "ConvNDTranspose",
@@ -228,10 +230,18 @@ class ConvNDTranspose(_ConvLayer):
         output_shape = sizes if all(isinstance(s, int) for s in sizes) else tf.stack(
             [tf.cast(s, tf.int32) for s in sizes]
         )
-        y = tf.nn.conv_transpose(
-            x, w, output_shape, strides=list(self.strides),
-            padding="SAME" if self.padding == "SAME" else "VALID", dilations=list(self.dilation),
-        )
+        op_padding = "SAME" if self.padding == "SAME" else "VALID"
+        if any(d > 1 for d in self.dilation) and not native_dilated_conv(n, x.dtype):
+            # No dilated input-gradient kernel on this CPU: zero insertion + a flipped-kernel convolution.
+            if n == 1:
+                y = tf.squeeze(dilated_conv_transpose(
+                    tf.expand_dims(x, 1), tf.expand_dims(w, 0), [1, sizes[1]], (1,) + self.strides, op_padding,
+                    (1,) + self.dilation), 1)
+            else:
+                y = dilated_conv_transpose(x, w, sizes[1:-1], self.strides, op_padding, self.dilation)
+        else:
+            y = tf.nn.conv_transpose(x, w, output_shape, strides=list(self.strides), padding=op_padding,
+                                     dilations=list(self.dilation))
         if any(extra_pad):
             y = tf.pad(y, channels_last_padding([(0, p) for p in extra_pad]))
         if not isinstance(self.padding, str) and any(b or a for b, a in self.padding):

@@ -2,7 +2,9 @@
 
 Each input channel ``c`` is convolved with its own ``depth_multiplier`` filters;
 output channel ``c * depth_multiplier + m`` comes from input channel ``c`` and
-filter ``m`` (PyTorch's ``Conv2d(groups=in_channels)`` ordering).
+filter ``m`` (PyTorch's ``Conv2d(groups=in_channels)`` ordering). Different row
+and column strides run natively where TensorFlow has that kernel (oneDNN), and
+otherwise as one equal stride plus a strided slice (:mod:`lamina.layers.kernel_gaps`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lamina.layers._utils import (
     positive_int,
 )
 from lamina.layers.conv import _ConvLayer
+from lamina.layers.kernel_gaps import depthwise_strided, native_depthwise_strides
 
 __all__ = ["DepthwiseConv2D"]
 
@@ -114,8 +117,10 @@ class DepthwiseConv2D(_ConvLayer):
         padding = self.padding
         if not isinstance(padding, str):
             padding, x = builtin_padding(x, padding, self.kernel_size, self.strides, self.dilation)
-        y = tf.nn.depthwise_conv2d(
-            x, cast_like(self.weights, x), strides=(1, *self.strides, 1), padding=padding,
-            dilations=self.dilation,
-        )
+        w = cast_like(self.weights, x)
+        if self.strides[0] != self.strides[1] and not native_depthwise_strides(x.dtype):
+            # No kernel for unequal strides on this CPU: one equal stride and a strided slice.
+            y = depthwise_strided(x, w, self.strides, padding, self.dilation)
+        else:
+            y = tf.nn.depthwise_conv2d(x, w, strides=(1, *self.strides, 1), padding=padding, dilations=self.dilation)
         return self._finish(y, 2)

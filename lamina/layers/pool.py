@@ -51,6 +51,31 @@ def _reduction(reduction: str, owner: str) -> str:
     return reduction.lower()
 
 
+def _cut_unread_tail(x: tf.Tensor, pool_size: Sequence[int], strides: Sequence[int]) -> tf.Tensor:
+    """A channels-last 5-D ``x`` without the trailing positions no ``"SAME"`` window reads.
+
+    With ``stride > pool_size`` the windows can end before the input does;
+    TensorFlow's ``"SAME"`` padding is then zero, but its Eigen 3-D pooling
+    kernels (CPUs where oneDNN is off) take the negative total as padding and
+    shift every window (a ``(1, 1, 3)`` input, window 1, stride 3 pooled its
+    second element instead of its first). Without that tail the total is zero
+    on every kernel: the same windows, right everywhere.
+    """
+    begin, size, cut = [0] * 5, [-1] * 5, False
+    for i, (k, s) in enumerate(zip(pool_size, strides)):
+        if s <= k:
+            continue  # the windows reach the end
+        length = x.shape[i + 1]
+        if length is None:
+            length = tf.shape(x)[i + 1]
+            size[i + 1] = tf.minimum(((length + s - 1) // s - 1) * s + k, length)
+            cut = True
+        elif ((length + s - 1) // s - 1) * s + k < length:
+            size[i + 1] = ((length + s - 1) // s - 1) * s + k
+            cut = True
+    return tf.slice(x, begin, size) if cut else x
+
+
 class PoolND(Module):
     """Max or average pooling over ``num_spatial_dims`` spatial dimensions (no variables).
 
@@ -141,6 +166,8 @@ class PoolND(Module):
         pool = tf.nn.max_pool if self.reduction == "max" else tf.nn.avg_pool
         # An explicit channels-last format: without it, TF's 5-D pooling gradient fails in eager mode.
         fmt = {1: "NWC", 2: "NHWC", 3: "NDHWC"}[n]
+        if n == 3 and self.padding == "SAME":
+            x = _cut_unread_tail(x, self.pool_size, self.strides)
         y = pool(x, ksize=list(self.pool_size), strides=list(self.strides), padding=self.padding, data_format=fmt)
         return to_data_format(y, n, self.data_format)
 
