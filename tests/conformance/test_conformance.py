@@ -27,7 +27,10 @@ from descriptors import DESCRIPTORS, EXCLUDED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-TIMEOUT = 420
+# A hang guard, not a time limit: each worker runs every descriptor in one process. The strategy
+# worker took over 420 s on an AVX2-only 2-core host (TensorFlow's Eigen convolutions, no oneDNN)
+# while another job ran beside it.
+TIMEOUT = 1800
 
 
 def _param(d, check, raises=None):
