@@ -21,7 +21,7 @@ import lamina as lm
 from conftest import assert_close
 from lamina.layers import kernel_gaps
 from test_conv import CASES as CONV_CASES
-from test_conv import DW_CASES
+from test_conv import DW_CASES, _tup
 from test_conv import test_conv_matches_torch_and_tf as _conv_vs_torch
 from test_conv import test_depthwise_matches_torch_and_grouped_conv as _depthwise_vs_torch
 from test_conv import test_gradients_match_torch_autograd as _conv_grads_vs_torch
@@ -30,10 +30,6 @@ from test_conv_transpose import SPATIAL as CONVT_SPATIAL
 from test_conv_transpose import _make as _make_transpose
 from test_conv_transpose import _torch_conv_transpose
 from test_conv_transpose import test_matches_torch_conv_transpose as _transpose_vs_torch
-
-
-def _tup(v, n):
-    return (v,) * n if isinstance(v, int) else tuple(v)
 
 
 @pytest.fixture

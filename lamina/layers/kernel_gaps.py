@@ -59,7 +59,7 @@ def _probe(op) -> bool:
 @functools.lru_cache(maxsize=None)
 def _native_dilated_conv(n: int, dtype_name: str) -> bool:
     dtype = tf.as_dtype(dtype_name)
-    rank = max(n, 2)  # 1-D runs as 2-D
+    rank = n
     x_shape, w_shape = (1,) + (5,) * rank + (1,), (2,) * rank + (1, 1)
     strides, dilations = [1] * (rank + 2), [1] + [2] * rank + [1]
     raw = tf.raw_ops
@@ -94,7 +94,7 @@ def native_dilated_conv(n: int, dtype: tf.DType) -> bool:
     Returns:
       ``True`` where the native op can be used (always where a GPU is visible).
     """
-    return _native_dilated_conv(int(n), tf.as_dtype(dtype).name)
+    return _native_dilated_conv(max(int(n), 2), tf.as_dtype(dtype).name)  # 1-D runs as 2-D: one probe
 
 
 @functools.lru_cache(maxsize=None)
@@ -220,13 +220,8 @@ def dilated_conv_transpose(
     for i in range(n):
         length, s, span, out = lengths[i], strides[i], spans[i], output_lengths[i]
         full_length = (length - 1) * s + span
-        if padding == "SAME":
-            forward_out = (out + s - 1) // s  # the SAME forward convolution's output length from `out`
-            total = tf.maximum((forward_out - 1) * s + span - out, 0) if isinstance(out, tf.Tensor) or isinstance(
-                length, tf.Tensor) else max((forward_out - 1) * s + span - out, 0)
-            before = total // 2
-        else:
-            before = 0
+        # where the SAME forward convolution from `out` positions starts reading
+        before = _same_pair(out, kernel[i], s, dilation[i])[0] if padding == "SAME" else 0
         keep = tf.minimum(full_length - before, out) if isinstance(full_length, tf.Tensor) or isinstance(
             out, tf.Tensor) else min(full_length - before, out)
         begin = [0] * (n + 2)

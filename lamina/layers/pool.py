@@ -65,14 +65,12 @@ def _cut_unread_tail(x: tf.Tensor, pool_size: Sequence[int], strides: Sequence[i
     for i, (k, s) in enumerate(zip(pool_size, strides)):
         if s <= k:
             continue  # the windows reach the end
-        length = x.shape[i + 1]
-        if length is None:
-            length = tf.shape(x)[i + 1]
-            size[i + 1] = tf.minimum(((length + s - 1) // s - 1) * s + k, length)
-            cut = True
-        elif ((length + s - 1) // s - 1) * s + k < length:
-            size[i + 1] = ((length + s - 1) // s - 1) * s + k
-            cut = True
+        length = x.shape[i + 1] if x.shape[i + 1] is not None else tf.shape(x)[i + 1]
+        read = ((length + s - 1) // s - 1) * s + k  # positions up to the last window's end
+        if isinstance(length, tf.Tensor):
+            size[i + 1], cut = tf.minimum(read, length), True
+        elif read < length:
+            size[i + 1], cut = read, True
     return tf.slice(x, begin, size) if cut else x
 
 
