@@ -110,7 +110,8 @@ def machine_info(onednn: bool = True) -> Dict[str, Any]:
     Returns:
       ``cpu`` (lscpu's model name), ``cores`` (logical), ``isa`` (the
       :data:`ISA_FLAGS` this CPU has, comma-separated), ``python``,
-      ``tensorflow`` (when importable), ``onednn``/``onednn_isa`` and
+      ``tensorflow`` and ``tf_kernels`` (``"oneDNN"`` or ``"Eigen"``; when
+      TensorFlow is importable), ``onednn``/``onednn_isa`` and
       ``load1`` (the 1-minute load average).
     """
     model = platform.processor() or "unknown"
@@ -142,6 +143,10 @@ def machine_info(onednn: bool = True) -> Dict[str, Any]:
         import tensorflow as tf
 
         info["tensorflow"] = tf.__version__
+        from tensorflow.python.util import _pywrap_util_port
+
+        # Which kernels this process's TensorFlow runs: oneDNN's, or Eigen's (TF_ENABLE_ONEDNN_OPTS, or the CPU).
+        info["tf_kernels"] = "oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen"
     except ImportError:
         pass
     if onednn:
@@ -154,7 +159,8 @@ def machine_line(info: Dict[str, Any]) -> str:
     """One line naming the machine of ``info`` (:func:`machine_info`), printed first by every script."""
     parts = [f"machine: {info['cpu']}, {info['cores']} cores", f"ISA {info['isa']}"]
     if "tensorflow" in info:
-        parts.append(f"tensorflow {info['tensorflow']}")
+        kernels = f" on {info['tf_kernels']} kernels" if "tf_kernels" in info else ""
+        parts.append(f"tensorflow {info['tensorflow']}{kernels}")
     if "onednn" in info:
         parts.append(f"oneDNN {info['onednn']} ({info['onednn_isa']})")
     parts.append(f"python {info['python']}")

@@ -18,6 +18,11 @@ from typing import Any as _Any
 _CLI = bool(_sys.argv) and _os.path.basename(_sys.argv[0]) in ("lamina", "lamina.exe", "__main__.py", "-m")
 if _CLI:
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # On x86 CPUs where TensorFlow leaves its oneDNN kernels off (AVX2 without VNNI) the command turns
+    # them on before TensorFlow loads (lamina/onednn.py); a TF_ENABLE_ONEDNN_OPTS the user set wins.
+    from lamina import onednn as _onednn
+
+    _onednn.enable_for_command()
 
 
 def _import_tensorflow_quietly() -> None:

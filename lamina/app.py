@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from lamina import onednn
 from lamina.train.config import ConfigError, RunConfig, RunRecord
 
 IMAGE_MODELS = ("convnet", "mobilenet_v2", "unet")  # with resnet* and vit*: models that need (H, W, C) examples
@@ -399,6 +400,9 @@ def _train_run(config: RunConfig, *, resume: bool, quiet: bool, strategy: Any,
         f"input {tuple(dataset.input_shape)}, {dataset.num_classes} classes) for {config.epochs} epochs; "
         f"precision {trainer.precision.name}; run dir {run_dir}"
     )
+    if onednn.enabled_by_lamina():
+        say("note: TensorFlow's oneDNN CPU kernels are on: lamina turns them on for this AVX2 CPU, where TensorFlow "
+            f"would run its slower Eigen kernels ({onednn.ENV}=0 keeps Eigen)")
     augment = config.augment or False
 
     def train_data(epoch: int, skip_batches: int) -> Any:

@@ -122,8 +122,12 @@ def test_machine_info_names_the_cpu_isa_and_versions() -> None:
     finally:
         sys.path.remove(str(BENCH))
     info = common.machine_info()
-    for key in ("cpu", "cores", "isa", "python", "tensorflow", "onednn", "onednn_isa", "load1"):
+    for key in ("cpu", "cores", "isa", "python", "tensorflow", "tf_kernels", "onednn", "onednn_isa", "load1"):
         assert key in info, key
+    from tensorflow.python.util import _pywrap_util_port
+
+    assert info["tf_kernels"] == ("oneDNN" if _pywrap_util_port.IsMklEnabled() else "Eigen")
+    assert f"on {info['tf_kernels']} kernels" in common.machine_line(info)
     assert info["cores"] == os.cpu_count()
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     if " avx512f" in flags:

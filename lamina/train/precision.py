@@ -16,6 +16,7 @@ import tensorflow as tf
 
 __all__ = ["PRECISIONS", "Precision", "resolve_precision", "auto_precision", "warn_if_slow", "LossScale"]
 
+from lamina.onednn import cpu_flags  # noqa: E402  (one reader of /proc/cpuinfo)
 from lamina.train.loss_scale import LossScale  # noqa: E402  (its own file; re-exported here)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
@@ -45,14 +46,7 @@ class Precision:
 
 @functools.lru_cache(maxsize=None)
 def _cpu_flags() -> frozenset:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return cpu_flags()
 
 
 def auto_precision() -> str:
