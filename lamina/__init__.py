@@ -15,7 +15,12 @@ from typing import Any as _Any
 # The `lamina` command (and `python -m lamina`) silences TensorFlow's start-up
 # chatter (C++ log lines written while TensorFlow loads); as a library, lamina
 # leaves the user's logging settings alone.
-_CLI = bool(_sys.argv) and _os.path.basename(_sys.argv[0]) in ("lamina", "lamina.exe", "__main__.py", "-m")
+# The command is `lamina` (its console script) or `python -m lamina`, never another program's
+# `python -m ...` that imports lamina (its argv[0] is also a `__main__.py`).
+_ORIG_ARGV = list(getattr(_sys, "orig_argv", []))
+_CLI = (bool(_sys.argv) and _os.path.basename(_sys.argv[0]) in ("lamina", "lamina.exe")) or any(
+    a == "-m" and b == "lamina" for a, b in zip(_ORIG_ARGV, _ORIG_ARGV[1:])
+)
 if _CLI:
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # On x86 CPUs where TensorFlow leaves its oneDNN kernels off (AVX2 without VNNI) the command turns

@@ -78,3 +78,20 @@ def test_the_command_runs_tensorflow_on_onednn_where_this_cpu_calls_for_it() -> 
         assert on, "lamina set TF_ENABLE_ONEDNN_OPTS=1 but TensorFlow did not turn oneDNN on"
     # The user's 0 wins everywhere: TensorFlow's Eigen kernels, and lamina says it did nothing.
     assert _probe("0") == (False, False)
+
+
+def test_another_programs_python_m_that_imports_lamina_is_not_the_command(tmp_path) -> None:
+    # `python -m pytest`, `python -m myapp`: argv[0] is a `__main__.py` too; lamina must leave the process alone.
+    (tmp_path / "myapp.py").write_text(
+        "import lamina\nimport lamina.onednn\n"
+        "from tensorflow.python.util import _pywrap_util_port as port\n"
+        "print(int(lamina._CLI), int(lamina.onednn.enabled_by_lamina()), int(port.IsMklEnabled()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (onednn.ENV, "TF_CPP_MIN_LOG_LEVEL")}
+    out = subprocess.run([sys.executable, "-m", "myapp"], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    cli, by_lamina, on = (int(v) for v in out.stdout.split())
+    assert (cli, by_lamina) == (0, 0)
+    tensorflow_default = any(f in onednn.cpu_flags() for f in onednn.TENSORFLOW_ONEDNN_FLAGS)
+    assert bool(on) is (tensorflow_default and platform.machine().lower() in ("x86_64", "amd64"))
