@@ -12,11 +12,10 @@ import os as _os
 import sys as _sys
 from typing import Any as _Any
 
-# The `lamina` command (and `python -m lamina`) silences TensorFlow's start-up
-# chatter (C++ log lines written while TensorFlow loads); as a library, lamina
-# leaves the user's logging settings alone.
-# The command is `lamina` (its console script) or `python -m lamina`, never another program's
-# `python -m ...` that imports lamina (its argv[0] is also a `__main__.py`).
+# The `lamina` command (its console script, or `python -m lamina`; never another program's
+# `python -m ...` that imports lamina, whose argv[0] is also a `__main__.py`) silences TensorFlow's
+# start-up chatter (C++ log lines written while TensorFlow loads); as a library, lamina leaves the
+# user's logging settings alone.
 _ORIG_ARGV = list(getattr(_sys, "orig_argv", []))
 _CLI = (bool(_sys.argv) and _os.path.basename(_sys.argv[0]) in ("lamina", "lamina.exe")) or any(
     a == "-m" and b == "lamina" for a, b in zip(_ORIG_ARGV, _ORIG_ARGV[1:])

@@ -81,17 +81,14 @@ def test_the_command_runs_tensorflow_on_onednn_where_this_cpu_calls_for_it() -> 
 
 
 def test_another_programs_python_m_that_imports_lamina_is_not_the_command(tmp_path) -> None:
-    # `python -m pytest`, `python -m myapp`: argv[0] is a `__main__.py` too; lamina must leave the process alone.
+    # `python -m pytest`, `python -m myapp`: argv[0] is a `__main__.py` too; lamina must leave the process alone
+    # (TensorFlow's own default, whatever it is on this CPU: the variable stays unset).
     (tmp_path / "myapp.py").write_text(
-        "import lamina\nimport lamina.onednn\n"
-        "from tensorflow.python.util import _pywrap_util_port as port\n"
-        "print(int(lamina._CLI), int(lamina.onednn.enabled_by_lamina()), int(port.IsMklEnabled()))\n"
+        "import os\nimport lamina\nimport lamina.onednn\n"
+        f"print(int(lamina._CLI), int(lamina.onednn.enabled_by_lamina()), os.environ.get({onednn.ENV!r}, '-'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in (onednn.ENV, "TF_CPP_MIN_LOG_LEVEL")}
     out = subprocess.run([sys.executable, "-m", "myapp"], capture_output=True, text=True, timeout=300, env=env,
                          cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
-    cli, by_lamina, on = (int(v) for v in out.stdout.split())
-    assert (cli, by_lamina) == (0, 0)
-    tensorflow_default = any(f in onednn.cpu_flags() for f in onednn.TENSORFLOW_ONEDNN_FLAGS)
-    assert bool(on) is (tensorflow_default and platform.machine().lower() in ("x86_64", "amd64"))
+    assert out.stdout.split() == ["0", "0", "-"]
